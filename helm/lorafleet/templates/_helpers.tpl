@@ -1,0 +1,242 @@
+{{/*
+Names. Kubernetes object names are DNS labels: at most 63 characters.
+*/}}
+{{- define "lorafleet.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "lorafleet.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "lorafleet.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "lorafleet.gateway.fullname" -}}
+{{- printf "%s-gateway" (include "lorafleet.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Engine pool objects: call with (dict "root" $ "engine" $engine). */}}
+{{- define "lorafleet.engine.fullname" -}}
+{{- printf "%s-engine-%s" (include "lorafleet.fullname" .root) .engine.name | trunc 54 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "lorafleet.engine.headlessName" -}}
+{{- printf "%s-pods" (include "lorafleet.engine.fullname" .) -}}
+{{- end -}}
+
+{{- define "lorafleet.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "lorafleet.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Labels. Selector labels never change after install (Deployment selectors are immutable).
+*/}}
+{{- define "lorafleet.labels" -}}
+helm.sh/chart: {{ include "lorafleet.chart" . }}
+app.kubernetes.io/name: {{ include "lorafleet.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: lorafleet
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "lorafleet.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "lorafleet.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "lorafleet.gateway.selectorLabels" -}}
+{{ include "lorafleet.selectorLabels" . }}
+app.kubernetes.io/component: gateway
+{{- end -}}
+
+{{/* Every engine pod of the release (the NetworkPolicy target): call with the root context. */}}
+{{- define "lorafleet.engines.selectorLabels" -}}
+{{ include "lorafleet.selectorLabels" . }}
+app.kubernetes.io/component: engine
+{{- end -}}
+
+{{/* One pool's labels and selector labels: call with (dict "root" $ "engine" $engine). */}}
+{{- define "lorafleet.engine.labels" -}}
+{{ include "lorafleet.labels" .root }}
+app.kubernetes.io/component: engine
+lorafleet.io/pool: {{ .engine.name }}
+{{- end -}}
+
+{{- define "lorafleet.engine.selectorLabels" -}}
+{{ include "lorafleet.engines.selectorLabels" .root }}
+lorafleet.io/pool: {{ .engine.name }}
+{{- end -}}
+
+{{/*
+One engine pool's settings: engineDefaults with the entry's keys laid over it. Maps one level
+deep (image, startupProbe, keda, ...) merge key by key; anything deeper is replaced whole.
+Written out by hand because sprig's merge treats false and 0 as "unset". Returns YAML: use
+`include "lorafleet.engineConfig" (dict "root" $ "engine" $entry) | fromYaml`.
+*/}}
+{{- define "lorafleet.engineConfig" -}}
+{{- $out := dict -}}
+{{- range $key, $default := .root.Values.engineDefaults -}}
+{{- if not (hasKey $.engine $key) -}}
+{{- $_ := set $out $key $default -}}
+{{- else if and (kindIs "map" $default) (kindIs "map" (get $.engine $key)) -}}
+{{- $nested := dict -}}
+{{- range $k, $v := $default }}{{ $_ := set $nested $k $v }}{{ end -}}
+{{- range $k, $v := (get $.engine $key) }}{{ $_ := set $nested $k $v }}{{ end -}}
+{{- $_ := set $out $key $nested -}}
+{{- else -}}
+{{- $_ := set $out $key (get $.engine $key) -}}
+{{- end -}}
+{{- end -}}
+{{- range $key, $value := .engine -}}
+{{- if not (hasKey $out $key) }}{{ $_ := set $out $key $value }}{{ end -}}
+{{- end -}}
+{{- toYaml $out -}}
+{{- end -}}
+
+{{/*
+Refuse values that would render but not work. Included once from the gateway Deployment.
+*/}}
+{{- define "lorafleet.validate" -}}
+{{- $names := list -}}
+{{- range .Values.engines -}}
+{{- $e := include "lorafleet.engineConfig" (dict "root" $ "engine" .) | fromYaml -}}
+{{- if has $e.name $names -}}
+{{- fail (printf "engines: the pool name %q is used twice" $e.name) -}}
+{{- end -}}
+{{- $names = append $names $e.name -}}
+{{- $parallel := mul (int $e.tensorParallelSize) (int $e.pipelineParallelSize) -}}
+{{- if and (gt (int $e.gpus) 0) (ne (int $e.gpus) (int $parallel)) -}}
+{{- fail (printf "engines[%s]: gpus (%d) must equal tensorParallelSize x pipelineParallelSize (%d); a pod cannot span nodes, see docs/deploy.md for multi-node" $e.name (int $e.gpus) (int $parallel)) -}}
+{{- end -}}
+{{- if lt (mul (int $e.startupProbe.periodSeconds) (int $e.startupProbe.failureThreshold)) 600 -}}
+{{- fail (printf "engines[%s]: the startupProbe budget (periodSeconds x failureThreshold) must be at least 600 s: vLLM loads weights before /health answers" $e.name) -}}
+{{- end -}}
+{{- end -}}
+{{- if and (not .Values.engines) (not .Values.gateway.externalEngineUrls) -}}
+{{- fail "no engines: list at least one pool in engines or an URL in gateway.externalEngineUrls" -}}
+{{- end -}}
+{{- if not (or .Values.database.existingSecret .Values.database.url) -}}
+{{- fail "database: set database.existingSecret (or database.url): the adapter registry needs a database" -}}
+{{- end -}}
+{{- if and (hasPrefix "sqlite" .Values.database.url) (or .Values.gateway.autoscaling.enabled (gt (int .Values.gateway.replicas) 1)) -}}
+{{- fail "database: a SQLite file lives in one pod; several gateway replicas need PostgreSQL" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The engine pools' headless Services as host:port, comma-separated (LORAFLEET_ENGINE_DISCOVERY). */}}
+{{- define "lorafleet.engineDiscovery" -}}
+{{- $hosts := list -}}
+{{- range .Values.engines -}}
+{{- $name := include "lorafleet.engine.headlessName" (dict "root" $ "engine" .) -}}
+{{- $hosts = append $hosts (printf "%s.%s.svc.%s:8000" $name $.Release.Namespace $.Values.clusterDomain) -}}
+{{- end -}}
+{{- join "," $hosts -}}
+{{- end -}}
+
+{{- define "lorafleet.database.secretName" -}}
+{{- default (printf "%s-database" (include "lorafleet.fullname" .)) .Values.database.existingSecret -}}
+{{- end -}}
+
+{{- define "lorafleet.database.secretKey" -}}
+{{- if .Values.database.existingSecret }}{{ .Values.database.existingSecretKey }}{{ else }}database-url{{ end -}}
+{{- end -}}
+
+{{- define "lorafleet.redis.secretName" -}}
+{{- default (printf "%s-redis" (include "lorafleet.fullname" .)) .Values.redis.existingSecret -}}
+{{- end -}}
+
+{{- define "lorafleet.redis.secretKey" -}}
+{{- if .Values.redis.existingSecret }}{{ .Values.redis.existingSecretKey }}{{ else }}redis-url{{ end -}}
+{{- end -}}
+
+{{- define "lorafleet.auth.secretName" -}}
+{{- default (printf "%s-auth" (include "lorafleet.fullname" .)) .Values.auth.existingSecret -}}
+{{- end -}}
+
+{{- define "lorafleet.gateway.image" -}}
+{{- printf "%s:%s" .Values.gateway.image.repository (default .Chart.AppVersion .Values.gateway.image.tag) -}}
+{{- end -}}
+
+{{- define "lorafleet.adapterStore.claimName" -}}
+{{- default (printf "%s-adapters" (include "lorafleet.fullname" .)) .Values.adapterStore.persistence.existingClaim -}}
+{{- end -}}
+
+{{/* Secret-backed settings shared by the gateway and the trainer: a list of EnvVar. */}}
+{{- define "lorafleet.secretEnv" -}}
+- name: LORAFLEET_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "lorafleet.database.secretName" . }}
+      key: {{ include "lorafleet.database.secretKey" . }}
+- name: LORAFLEET_ADMIN_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "lorafleet.auth.secretName" . }}
+      key: {{ .Values.auth.adminKeyKey }}
+- name: LORAFLEET_KEY_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "lorafleet.auth.secretName" . }}
+      key: {{ .Values.auth.keySecretKey }}
+{{- if or .Values.redis.existingSecret .Values.redis.url }}
+- name: LORAFLEET_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "lorafleet.redis.secretName" . }}
+      key: {{ include "lorafleet.redis.secretKey" . }}
+{{- end }}
+{{- end -}}
+
+{{- define "lorafleet.hfTokenEnv" -}}
+{{- if .Values.huggingface.existingSecret }}
+- name: HF_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.huggingface.existingSecret }}
+      key: {{ .Values.huggingface.existingSecretKey }}
+{{- end }}
+{{- end -}}
+
+{{- define "lorafleet.s3Env" -}}
+{{- if .Values.adapterStore.s3.enabled }}
+{{- with .Values.adapterStore.s3.region }}
+- name: AWS_REGION
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.adapterStore.s3.endpointUrl }}
+- name: AWS_ENDPOINT_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.adapterStore.s3.credentialsSecret }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: AWS_ACCESS_KEY_ID
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: AWS_SECRET_ACCESS_KEY
+{{- end }}
+{{- end }}
+{{- end -}}

@@ -1,0 +1,94 @@
+"""The gateway application factory and its lifespan.
+
+    create_app(settings)                      cluster mode: engines at settings.engine_urls
+    create_app(settings, supervisor=sup)      local mode: the lifespan starts and stops engines
+    create_app(settings, transport=fake)      tests: engines behind an httpx transport
+
+The lifespan owns every long-lived object (HTTP client, pools, health tasks, supervisor) and
+hands them to handlers as one typed `Gateway` in the request state; nothing lives in globals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+from fastapi import FastAPI
+
+from lorafleet import __version__
+from lorafleet.server.deps import Gateway
+from lorafleet.server.engine.pool import EnginePool
+from lorafleet.server.engine.supervisor import EngineSupervisor
+from lorafleet.server.engine.vllm_http import VLLMHttpEngine, make_timeout
+from lorafleet.server.errors import install_error_handlers
+from lorafleet.server.metrics import GatewayMetrics
+from lorafleet.server.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from lorafleet.server.routes import openai, ops
+from lorafleet.server.serving import InferenceService, ModelResolver
+from lorafleet.server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    supervisor: EngineSupervisor | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    engine_urls = supervisor.urls if supervisor else settings.engine_urls
+    if not engine_urls:
+        raise ValueError("no engines: set engine_urls (cluster mode) or pass a supervisor")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Gateway]]:
+        client = httpx.AsyncClient(
+            transport=transport,
+            timeout=make_timeout(
+                settings.connect_timeout_s,
+                settings.first_byte_timeout_s,
+                settings.inter_token_timeout_s,
+            ),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+        )
+        engines = [VLLMHttpEngine(url, client) for url in engine_urls]
+        pools = {settings.base_model_id: EnginePool(settings.base_model_id, list(engines))}
+        metrics = GatewayMetrics()
+        resolver = ModelResolver(pools, created=int(time.time()))
+        gateway = Gateway(settings, pools, metrics, InferenceService(resolver, metrics))
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(client.aclose)
+            if supervisor is not None:
+                await supervisor.start()
+                stack.push_async_callback(supervisor.stop)
+            health_tasks = [
+                asyncio.create_task(pool.watch_health(settings.health_interval_s))
+                for pool in pools.values()
+            ]
+            stack.push_async_callback(_cancel, health_tasks)
+            yield {"gateway": gateway}
+            gateway.draining = True
+
+    app = FastAPI(
+        title="lorafleet",
+        version=__version__,
+        description="OpenAI-compatible gateway for vLLM engines and LoRA adapters.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(openai.router)
+    app.include_router(ops.router)
+    # Outermost last: the request id is set before anything else runs.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

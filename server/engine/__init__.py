@@ -1,0 +1,1 @@
+"""Engines behind one narrow async interface (`EngineClient`), their pool and their supervisor."""

@@ -1,0 +1,42 @@
+"""OpenAI-compatible inference routes. Thin: validation is in protocol.py, work in serving.py."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from lorafleet.server.deps import ServiceDep
+from lorafleet.server.engine.base import Endpoint
+from lorafleet.server.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    ErrorBody,
+    ModelList,
+)
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 413, 429, 500, 502, 503, 504)
+}
+
+router = APIRouter(prefix="/v1", tags=["openai"], responses=_ERRORS)
+
+
+@router.post("/chat/completions")
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request, service: ServiceDep
+) -> Response:
+    started = time.perf_counter()
+    return await service.handle(Endpoint.CHAT, body, request.state.request_id, started)
+
+
+@router.post("/completions")
+async def completions(body: CompletionRequest, request: Request, service: ServiceDep) -> Response:
+    started = time.perf_counter()
+    return await service.handle(Endpoint.COMPLETIONS, body, request.state.request_id, started)
+
+
+@router.get("/models")
+async def list_models(service: ServiceDep) -> ModelList:
+    return ModelList(data=await service.resolver.list_models())

@@ -1,0 +1,146 @@
+"""One settings class for the gateway, fed by CLI flags > `LORAFLEET_*` env > YAML file > defaults.
+
+Helm values become environment variables (see helm/lorafleet), so this class is the only place a
+setting is defined. It is validated once at start-up: a bad value stops the process with a clear
+message instead of failing on the first request.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import AnyHttpUrl, Field, TypeAdapter, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from lorafleet.adapters.base_models import DEFAULT_MODEL_ID, default_cache_dir
+
+_URL = TypeAdapter(AnyHttpUrl)
+
+
+def _split_list(value: Any, sep: str = ",") -> Any:
+    """Env vars carry lists as `a,b,c`; YAML and flags carry real lists."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(sep) if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LORAFLEET_", extra="forbid", validate_default=True, frozen=True
+    )
+
+    # --- HTTP server -------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    access_log: bool = False
+
+    # --- What is served ----------------------------------------------------------------------
+    # Local mode: the model to run (embedded default id, Hugging Face id, or local directory).
+    model: str = DEFAULT_MODEL_ID
+    # The id clients send as `model` for the base; defaults to `model` (its last path part).
+    served_model_name: str | None = None
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+
+    # --- Engines -----------------------------------------------------------------------------
+    # Cluster mode: engines already running elsewhere; the gateway starts none.
+    engine_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Local mode: how many engine processes to supervise, and their settings.
+    replicas: int = Field(1, ge=1, le=16)
+    engine_host: str = "127.0.0.1"
+    engine_port_base: int = Field(8100, ge=1024, le=65000)
+    engine_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    engine_max_model_len: int = Field(2048, ge=128)
+    engine_max_num_seqs: int = Field(64, ge=1)
+    engine_kv_cache_gib: float = Field(4.0, gt=0)
+    engine_enable_lora: bool = True
+    engine_max_loras: int = Field(4, ge=1)
+    engine_max_lora_rank: int = Field(16, ge=1, le=512)
+    engine_cpu_threads: str | None = None  # OMP core binding, e.g. "0-1"; default: all cores
+    engine_extra_args: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    engine_startup_timeout_s: float = Field(900.0, gt=0)
+    engine_restart_backoff_s: float = Field(2.0, ge=0)
+
+    # --- Upstream timeouts -------------------------------------------------------------------
+    connect_timeout_s: float = Field(5.0, gt=0)
+    first_byte_timeout_s: float = Field(300.0, gt=0)  # queueing + prefill on a busy engine
+    inter_token_timeout_s: float = Field(120.0, gt=0)
+    health_interval_s: float = Field(5.0, gt=0)
+
+    # --- Limits ------------------------------------------------------------------------------
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    drain_timeout_s: float = Field(30.0, ge=0)
+
+    @field_validator("engine_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("engine_extra_args", mode="before")
+    @classmethod
+    def _split_args(cls, value: Any) -> Any:
+        return value.split() if isinstance(value, str) else value
+
+    @field_validator("engine_urls")
+    @classmethod
+    def _check_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            _URL.validate_python(url)
+        return [url.rstrip("/") for url in urls]
+
+    @model_validator(mode="after")
+    def _check_cluster_mode(self) -> Self:
+        if self.engine_urls and not self.served_model_name:
+            raise ValueError(
+                "engine_urls (cluster mode) needs served_model_name: the base model id the "
+                "engines serve (vLLM --served-model-name)"
+            )
+        return self
+
+    @property
+    def local_mode(self) -> bool:
+        """True when this process starts and supervises its own engines."""
+        return not self.engine_urls
+
+    @property
+    def base_model_id(self) -> str:
+        if self.served_model_name:
+            return self.served_model_name
+        return Path(self.model).name if os.sep in self.model else self.model
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file comes from --config (see load_settings) or LORAFLEET_CONFIG (Helm).
+        yaml_file = settings_cls.model_config.get("yaml_file") or os.environ.get("LORAFLEET_CONFIG")
+        yaml = YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file)
+        return (init_settings, env_settings, yaml)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from flags (`overrides`, None meaning unset), env, a YAML file, defaults."""
+    flags = {key: value for key, value in overrides.items() if value is not None}
+    if config_file is None:
+        return Settings(**flags)
+    if not config_file.is_file():
+        raise FileNotFoundError(f"config file {config_file} does not exist")
+
+    class _FromFile(Settings):
+        model_config = SettingsConfigDict(yaml_file=config_file)
+
+    return _FromFile(**flags)
