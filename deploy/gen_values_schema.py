@@ -106,7 +106,7 @@ def mapping_schema(node: yaml.MappingNode, lines: list[str]) -> Schema:
         description, annotation = key_comments(lines, key_node.start_mark.line)
         schema = node_schema(value_node, lines)
         if isinstance(value_node, yaml.MappingNode) and not value_node.value:
-            schema.pop("additionalProperties", None)  # `{}` default: a free map unless annotated
+            schema = {"type": "object"}  # a `{}` default: a free map unless annotated
         if description:
             schema["description"] = " ".join(description)
         schema = deep_merge(schema, annotation)

@@ -20,13 +20,17 @@ import httpx
 from fastapi import FastAPI
 
 from lorafleet import __version__
+from lorafleet.adapters.registration import register_adapter
+from lorafleet.adapters.registry import AdapterRegistry
 from lorafleet.server.deps import Gateway
 from lorafleet.server.engine.pool import EnginePool
 from lorafleet.server.engine.supervisor import EngineSupervisor
 from lorafleet.server.engine.vllm_http import VLLMHttpEngine, make_timeout
+from lorafleet.server.lora import AdapterManager
 from lorafleet.server.errors import install_error_handlers
 from lorafleet.server.metrics import GatewayMetrics
 from lorafleet.server.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from lorafleet.server.routes import adapters as adapter_routes
 from lorafleet.server.routes import openai, ops
 from lorafleet.server.serving import InferenceService, ModelResolver
 from lorafleet.server.settings import Settings
@@ -58,18 +62,33 @@ def create_app(
         engines = [VLLMHttpEngine(url, client) for url in engine_urls]
         pools = {settings.base_model_id: EnginePool(settings.base_model_id, list(engines))}
         metrics = GatewayMetrics()
-        resolver = ModelResolver(pools, created=int(time.time()))
-        gateway = Gateway(settings, pools, metrics, InferenceService(resolver, metrics))
+        registry = AdapterRegistry(settings.registry_url)
+        await asyncio.to_thread(registry.migrate)
+        adapters = AdapterManager(
+            registry,
+            metrics,
+            load_timeout_s=settings.adapter_load_timeout_s,
+            max_per_replica=settings.max_adapters_per_engine,
+        )
+        resolver = ModelResolver(pools, adapters, created=int(time.time()))
+        gateway = Gateway(
+            settings, pools, metrics, InferenceService(resolver, metrics), adapters,
+            base_model_dir=supervisor.model_dir if supervisor else None,
+        )  # fmt: skip
         async with contextlib.AsyncExitStack() as stack:
+            stack.callback(registry.close)
             stack.push_async_callback(client.aclose)
+            await _register_declared(gateway)
+            await adapters.refresh(force=True)
             if supervisor is not None:
                 await supervisor.start()
                 stack.push_async_callback(supervisor.stop)
-            health_tasks = [
-                asyncio.create_task(pool.watch_health(settings.health_interval_s))
+            tasks = [
+                asyncio.create_task(pool.watch_health(settings.health_interval_s, adapters.reconcile))
                 for pool in pools.values()
             ]
-            stack.push_async_callback(_cancel, health_tasks)
+            tasks.append(asyncio.create_task(_watch_registry(gateway)))
+            stack.push_async_callback(_cancel, tasks)
             yield {"gateway": gateway}
             gateway.draining = True
 
@@ -81,11 +100,45 @@ def create_app(
     )
     install_error_handlers(app)
     app.include_router(openai.router)
+    app.include_router(adapter_routes.router)
     app.include_router(ops.router)
     # Outermost last: the request id is set before anything else runs.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+async def _register_declared(gateway: Gateway) -> None:
+    """Adapters named in the serve config: registered at start-up, idempotently (content that
+    the alias already points to adds no version)."""
+    if not gateway.settings.adapters:
+        return
+    rules = await asyncio.to_thread(gateway.registration_rules)
+    for declared in gateway.settings.adapters:
+        version = await asyncio.to_thread(
+            register_adapter,
+            gateway.adapters.registry,
+            rules,
+            declared.name,
+            declared.source,
+            declared.base_model,
+        )
+        log.info("adapter %s is registered (version %d)", declared.name, version.version)
+
+
+async def _watch_registry(gateway: Gateway) -> None:
+    """Follow registry changes (possibly made by another gateway replica) and reconcile every
+    replica when they happen, and every `reconcile_interval_s` regardless."""
+    settings = gateway.settings
+    last = time.monotonic()
+    while True:
+        await asyncio.sleep(settings.registry_poll_s)
+        changed = await gateway.adapters.refresh()
+        if changed or time.monotonic() - last >= settings.reconcile_interval_s:
+            last = time.monotonic()
+            for pool in gateway.pools.values():
+                for replica in pool.replicas:
+                    await gateway.adapters.reconcile(replica)
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:

@@ -1,8 +1,8 @@
 """`lorafleet serve`: the gateway, plus supervised vLLM engines in local mode.
 
-    lorafleet serve                                   # default model, engine + gateway on :8000
-    lorafleet serve --config serve.yaml --port 9000
-    lorafleet serve --engine http://10.0.0.5:8000 --served-model-name smollm2-135m-instruct
+lorafleet serve                                   # default model, engine + gateway on :8000
+lorafleet serve --config serve.yaml --port 9000
+lorafleet serve --engine http://10.0.0.5:8000 --served-model-name smollm2-135m-instruct
 """
 
 from __future__ import annotations
@@ -116,6 +116,7 @@ def build_supervisor(settings: Any) -> Any:
             max_lora_rank=settings.engine_max_lora_rank,
             cpu_threads=cores[index],
             extra_args=tuple(settings.engine_extra_args),
+            log_level="INFO" if settings.log_level == "debug" else "WARNING",
         )
         processes.append(EngineProcess(spec, f"engine-{index}", settings.engine_restart_backoff_s))
     return EngineSupervisor(processes)

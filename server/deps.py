@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from lorafleet.adapters.base_models import fetch_model, model_info
+from lorafleet.adapters.registration import RegistrationRules, ServedBase
+from lorafleet.adapters.sources import SourcePolicy
 from lorafleet.server.engine.pool import EnginePool
+from lorafleet.server.lora import AdapterManager
 from lorafleet.server.metrics import GatewayMetrics
 from lorafleet.server.serving import InferenceService
 from lorafleet.server.settings import Settings
@@ -21,8 +27,30 @@ class Gateway:
     pools: dict[str, EnginePool]
     metrics: GatewayMetrics
     service: InferenceService
+    adapters: AdapterManager
+    base_model_dir: Path | None = None  # local mode knows it; cluster mode fetches config
     draining: bool = False
-    background: list[object] = field(default_factory=list)
+
+    @cached_property
+    def _served_base(self) -> ServedBase:
+        # Validation needs the base model's architecture (config.json) only.
+        path = self.base_model_dir or fetch_model(self.settings.model, self.settings.cache_dir)
+        return ServedBase(
+            self.settings.base_model_id, model_info(path), frozenset({self.settings.model})
+        )
+
+    def registration_rules(self) -> RegistrationRules:
+        """Blocking on first use (it may read or fetch the base model's config)."""
+        settings = self.settings
+        policy = SourcePolicy(
+            roots=tuple(root.resolve() for root in settings.adapter_roots),
+            allow_hf=settings.allow_hf_sources,
+            allow_s3=settings.s3_enabled,
+            s3_endpoint_url=settings.s3_endpoint_url,
+        )
+        return RegistrationRules(
+            policy, settings.store_dir, (self._served_base,), settings.engine_max_lora_rank
+        )
 
 
 def get_gateway(request: Request) -> Gateway:

@@ -11,9 +11,10 @@
      ├── PayloadTooLargeError           413
      ├── UnprocessableEntityError       422
      ├── RateLimitError                 429 (+ Retry-After)
-     └── EngineError                    502 upstream answered with nonsense
-          ├── EngineUnavailableError    503 no ready engine / connection refused (+ Retry-After)
-          └── EngineTimeoutError        504 no first byte within the timeout
+     ├── EngineError                    502 upstream answered with nonsense
+     │    ├── EngineUnavailableError    503 no ready engine / connection refused (+ Retry-After)
+     │    └── EngineTimeoutError        504 no first byte within the timeout
+     └── RegistryUnavailableError       503 the registry database cannot be reached (+ Retry-After)
 
 Code raises; `install_error_handlers` turns every exception (FastAPI's validation errors, unknown
 routes and unexpected bugs included) into `{"error": {"message", "type", "param", "code"}}` with
@@ -143,6 +144,15 @@ class EngineUnavailableError(EngineError):
 
     def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
         super().__init__(message, headers={"Retry-After": str(max(1, round(retry_after_s)))})
+
+
+class RegistryUnavailableError(LorafleetError):
+    status = 503
+    type = "server_error"
+    default_code = "registry_unavailable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": "1"})
 
 
 class EngineTimeoutError(EngineError):

@@ -61,18 +61,28 @@ class BodyLimitMiddleware:
                     await self._refuse(scope, receive, send)
                     return
                 break
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
+        # No Content-Length (chunked): read up to the limit, then replay the body to the app.
+        body = bytearray()
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise PayloadTooLargeError(self._message())
-            return message
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
 
-        await self.app(scope, limited_receive, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
 
     def _message(self) -> str:
         return f"Request body is larger than the limit of {self.max_bytes} bytes."

@@ -45,8 +45,12 @@ FORBIDDEN_FIELDS = frozenset(
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 StopField = Annotated[
-    str | Annotated[list[Annotated[str, Field(max_length=MAX_STOP_LENGTH)]],
-                    Field(max_length=MAX_STOP_SEQUENCES)] | None,
+    str
+    | Annotated[
+        list[Annotated[str, Field(max_length=MAX_STOP_LENGTH)]],
+        Field(max_length=MAX_STOP_SEQUENCES),
+    ]
+    | None,
     Field(description=f"Up to {MAX_STOP_SEQUENCES} sequences where generation stops."),
 ]
 

@@ -12,56 +12,93 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from starlette.responses import Response, StreamingResponse
 
-from lorafleet.server.engine.base import EngineStream, Endpoint
+from lorafleet.server.engine.base import Endpoint, EngineStream
 from lorafleet.server.engine.pool import EnginePool, Replica
 from lorafleet.server.errors import EngineUnavailableError, LorafleetError, ModelNotFoundError
+from lorafleet.server.lora import AdapterManager
 from lorafleet.server.metrics import GatewayMetrics
 from lorafleet.server.protocol import ModelCard, _SamplingFields
 
 log = logging.getLogger(__name__)
 
 _DONE = b"data: [DONE]\n\n"
-_USAGE_ONLY = b'"choices":[]'
+_USAGE = b'"usage"'
 
 
 @dataclass(frozen=True)
 class Target:
-    """Where a request goes: `label` names it in metrics, `engine_model` is the engine's name."""
+    """Where a request goes: `label` names it in metrics, `engine_model` is the engine's name
+    for it, `adapter` the pinned adapter version (None for a base model)."""
 
     label: str
     engine_model: str
     pool: EnginePool
+    adapter: AdapterVersion | None = None
 
 
 class ModelResolver:
-    """Maps the `model` a client sends to a target. Names are looked up, never used as paths."""
+    """Maps the `model` a client sends to a target: a base model id, an adapter name (its
+    alias) or `name@version`. Names are looked up, never used as paths."""
 
-    def __init__(self, pools: dict[str, EnginePool], created: int) -> None:
+    def __init__(
+        self, pools: dict[str, EnginePool], adapters: AdapterManager | None, created: int
+    ) -> None:
         self._pools = pools
+        self.adapters = adapters
         self._created = created
 
     async def resolve(self, model: str) -> Target:
         pool = self._pools.get(model)
-        if pool is None:
+        if pool is not None:
+            return Target(label=model, engine_model=model, pool=pool)
+        version = self.adapters.lookup(model) if self.adapters else None
+        if version is None or version.base_model not in self._pools:
             raise ModelNotFoundError(model)
-        return Target(label=model, engine_model=model, pool=pool)
+        return Target(version.name, version.engine_name, self._pools[version.base_model], version)
 
     async def list_models(self) -> list[ModelCard]:
-        return [
-            ModelCard(id=name, created=self._created, root=name) for name in sorted(self._pools)
+        cards = [
+            ModelCard(id=name, created=self._created, root=name, max_model_len=pool.max_model_len)
+            for name, pool in sorted(self._pools.items())
         ]
+        for version in self.adapters.servable() if self.adapters else []:
+            cards.append(
+                ModelCard(
+                    id=version.name,
+                    created=int(version.created_at),
+                    root=version.engine_name,
+                    parent=version.base_model,
+                )
+            )
+        return cards
 
 
 class InferenceService:
     def __init__(self, resolver: ModelResolver, metrics: GatewayMetrics) -> None:
         self.resolver = resolver
         self.metrics = metrics
+
+    async def _place(self, target: Target) -> Replica:
+        """Pick a replica (one that holds the adapter, if any is not overloaded) and make sure
+        the adapter is loaded there before the request is sent."""
+        adapters, version = self.resolver.adapters, target.adapter
+        if version is None or adapters is None:
+            return target.pool.pick()
+        replica = target.pool.pick(prefer=lambda r: adapters.holds(r, version))
+        await self._guard(target.pool, replica, adapters.ensure_loaded(version, replica))
+        return replica
+
+    def _track(self, target: Target, replica: Replica) -> AbstractContextManager[None]:
+        if target.adapter is None or self.resolver.adapters is None:
+            return nullcontext()
+        return self.resolver.adapters.track(target.adapter, replica)
 
     async def handle(
         self, endpoint: Endpoint, request: _SamplingFields, request_id: str, started: float
@@ -81,16 +118,16 @@ class InferenceService:
     async def _complete(
         self, endpoint: Endpoint, body: dict[str, Any], target: Target, request_id: str,
         started: float,
-    ) -> Response:
-        replica = target.pool.pick()
+    ) -> Response:  # fmt: skip
         status = "200"
         gauge = self.metrics.in_flight.labels(target.label)
         gauge.inc()
         try:
-            with target.pool.lease(replica):
-                result = await self._guard(target.pool, replica, replica.engine.generate(
-                    endpoint, body, request_id
-                ))
+            replica = await self._place(target)
+            with target.pool.lease(replica), self._track(target, replica):
+                result = await self._guard(
+                    target.pool, replica, replica.engine.generate(endpoint, body, request_id)
+                )
         except LorafleetError as exc:
             status = str(exc.status)
             raise
@@ -104,38 +141,41 @@ class InferenceService:
     async def _stream(
         self, endpoint: Endpoint, body: dict[str, Any], target: Target,
         request: _SamplingFields, request_id: str, started: float,
-    ) -> Response:
-        replica = target.pool.pick()
-        replica.in_flight += 1
+    ) -> Response:  # fmt: skip
+        # Everything that can fail before the first byte fails here, as a plain HTTP error.
         try:
+            replica = await self._place(target)
             stream = await self._guard(
                 target.pool, replica, replica.engine.open_stream(endpoint, body, request_id)
             )
         except LorafleetError as exc:
-            replica.in_flight -= 1
             self.metrics.requests.labels(target.label, str(exc.status)).inc()
             raise
-        relay = self._relay(stream, replica, target.label, request.wants_usage_in_stream, started)
+        relay = self._relay(stream, target, replica, request.wants_usage_in_stream, started)
         return StreamingResponse(relay, media_type="text/event-stream")
 
     async def _relay(
-        self, stream: EngineStream, replica: Replica, label: str, wants_usage: bool,
+        self, stream: EngineStream, target: Target, replica: Replica, wants_usage: bool,
         started: float,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncIterator[bytes]:  # fmt: skip
+        label = target.label
         status = "200"
         first = True
         gauge = self.metrics.in_flight.labels(label)
         gauge.inc()
         try:
-            async for event in stream:
-                if first:
-                    self.metrics.ttft.labels(label).observe(time.perf_counter() - started)
-                    first = False
-                if _USAGE_ONLY in event:
-                    self._record_usage(label, _parse_event(event).get("usage"))
-                    if not wants_usage:
-                        continue
-                yield event
+            with target.pool.lease(replica), self._track(target, replica):
+                async for event in stream:
+                    if first:
+                        self.metrics.ttft.labels(label).observe(time.perf_counter() - started)
+                        first = False
+                    if _USAGE in event:  # cheap byte test first: only usage chunks are parsed
+                        chunk = _parse_event(event)
+                        if chunk.get("usage") and not chunk.get("choices"):
+                            self._record_usage(label, chunk["usage"])
+                            if not wants_usage:
+                                continue
+                    yield event
         except LorafleetError as exc:
             # The status line is gone: the error travels as the stream's last event.
             status = str(exc.status)
@@ -144,7 +184,6 @@ class InferenceService:
             yield _DONE
         finally:
             await stream.aclose()
-            replica.in_flight -= 1
             gauge.dec()
             self.metrics.requests.labels(label, status).inc()
             self.metrics.e2e_latency.labels(label).observe(time.perf_counter() - started)
@@ -161,7 +200,9 @@ class InferenceService:
     def _record_usage(self, label: str, usage: Any) -> None:
         if isinstance(usage, dict):
             self.metrics.record_usage(
-                label, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+                label,
+                int(usage.get("prompt_tokens") or 0),
+                int(usage.get("completion_tokens") or 0),
             )
 
 

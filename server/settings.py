@@ -11,7 +11,15 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import AnyHttpUrl, Field, TypeAdapter, field_validator, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -30,6 +38,16 @@ def _split_list(value: Any, sep: str = ",") -> Any:
     if isinstance(value, str):
         return [item.strip() for item in value.split(sep) if item.strip()]
     return value
+
+
+class AdapterDeclaration(BaseModel):
+    """An adapter named in the serve config, registered (idempotently) at start-up."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    source: str
+    base_model: str | None = None
 
 
 class Settings(BaseSettings):
@@ -70,6 +88,22 @@ class Settings(BaseSettings):
     engine_startup_timeout_s: float = Field(900.0, gt=0)
     engine_restart_backoff_s: float = Field(2.0, ge=0)
 
+    # --- Adapters ----------------------------------------------------------------------------
+    # Registry database: SQLite file by default, or postgresql://user@host/db for shared state.
+    database_url: str | None = None
+    # Local adapter sources must resolve (symlinks included) under one of these directories.
+    adapter_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    # Content-addressed copies of registered adapters; engines load from here.
+    adapter_store: Path | None = None
+    adapters: list[AdapterDeclaration] = Field(default_factory=list)  # registered at start-up
+    allow_hf_sources: bool = True
+    s3_enabled: bool = False
+    s3_endpoint_url: str | None = None
+    max_adapters_per_engine: int = Field(32, ge=1)
+    adapter_load_timeout_s: float = Field(120.0, gt=0)
+    reconcile_interval_s: float = Field(10.0, gt=0)
+    registry_poll_s: float = Field(1.0, gt=0)
+
     # --- Upstream timeouts -------------------------------------------------------------------
     connect_timeout_s: float = Field(5.0, gt=0)
     first_byte_timeout_s: float = Field(300.0, gt=0)  # queueing + prefill on a busy engine
@@ -79,6 +113,11 @@ class Settings(BaseSettings):
     # --- Limits ------------------------------------------------------------------------------
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     drain_timeout_s: float = Field(30.0, ge=0)
+
+    @field_validator("adapter_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:
+        return _split_list(value, os.pathsep)
 
     @field_validator("engine_urls", mode="before")
     @classmethod
@@ -105,6 +144,14 @@ class Settings(BaseSettings):
                 "engines serve (vLLM --served-model-name)"
             )
         return self
+
+    @property
+    def registry_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.cache_dir / 'registry.db'}"
+
+    @property
+    def store_dir(self) -> Path:
+        return self.adapter_store or self.cache_dir / "adapter-store"
 
     @property
     def local_mode(self) -> bool:

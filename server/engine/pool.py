@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from lorafleet.server.engine.base import EngineClient
-from lorafleet.server.errors import EngineUnavailableError
+from lorafleet.server.errors import EngineUnavailableError, LorafleetError
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +29,13 @@ class EnginePool:
     """Replicas of one base model. `lease()` picks the healthy replica with the fewest requests
     in flight (least outstanding requests) and counts the request against it until released."""
 
-    def __init__(self, base_model: str, engines: list[EngineClient]) -> None:
+    def __init__(
+        self, base_model: str, engines: list[EngineClient], affinity_slack: int = 8
+    ) -> None:
         self.base_model = base_model
         self.replicas = [Replica(engine) for engine in engines]
+        self.affinity_slack = affinity_slack
+        self.max_model_len: int | None = None  # learnt from the engines' /v1/models
 
     @property
     def ready(self) -> bool:
@@ -41,13 +45,23 @@ class EnginePool:
     def in_flight(self) -> int:
         return sum(replica.in_flight for replica in self.replicas)
 
-    def pick(self) -> Replica:
+    def pick(self, prefer: Callable[[Replica], bool] | None = None) -> Replica:
+        """Least outstanding requests; with `prefer`, the preferred replicas (those holding
+        an adapter) win unless they carry `affinity_slack` more requests than the least
+        loaded replica (bounded load: a hot adapter spreads instead of piling up)."""
         healthy = [replica for replica in self.replicas if replica.healthy]
         if not healthy:
             raise EngineUnavailableError(
                 f"no engine for {self.base_model!r} is ready yet", retry_after_s=5
             )
-        return min(healthy, key=lambda replica: replica.in_flight)
+        least = min(healthy, key=lambda replica: replica.in_flight)
+        if prefer is not None:
+            preferred = [r for r in healthy if prefer(r)]
+            if preferred:
+                best = min(preferred, key=lambda replica: replica.in_flight)
+                if best.in_flight <= least.in_flight + self.affinity_slack:
+                    return best
+        return least
 
     @contextmanager
     def lease(self, replica: Replica) -> Iterator[Replica]:
@@ -63,17 +77,40 @@ class EnginePool:
             log.warning("engine %s marked unhealthy", replica.url)
         replica.healthy = False
 
-    async def check_health(self) -> None:
+    async def check_health(self) -> list[Replica]:
+        """Probe every replica; returns those that just became healthy (to reconcile)."""
         results = await asyncio.gather(*(r.engine.health() for r in self.replicas))
+        recovered = []
         for replica, ok in zip(self.replicas, results, strict=True):
             if ok != replica.healthy:
                 log.info("engine %s is %s", replica.url, "ready" if ok else "not ready")
+                if ok:
+                    recovered.append(replica)
             replica.healthy = ok
+        if recovered and self.max_model_len is None:
+            await self._learn_limits(recovered[0])
+        return recovered
 
-    async def watch_health(self, interval_s: float) -> None:
-        """Poll health forever: every second until ready, then every `interval_s`."""
+    async def _learn_limits(self, replica: Replica) -> None:
+        try:
+            cards = await replica.engine.list_models()
+        except LorafleetError:
+            return
+        for card in cards:
+            if card.get("id") == self.base_model and card.get("max_model_len"):
+                self.max_model_len = int(card["max_model_len"])
+
+    async def watch_health(
+        self,
+        interval_s: float,
+        on_recovered: Callable[[Replica], Awaitable[None]] | None = None,
+    ) -> None:
+        """Poll health forever: every second until ready, then every `interval_s`. A replica
+        that comes (back) up is handed to `on_recovered` (adapter reconcile)."""
         while True:
-            await self.check_health()
+            for replica in await self.check_health():
+                if on_recovered is not None:
+                    await on_recovered(replica)
             await asyncio.sleep(interval_s if self.ready else min(1.0, interval_s))
 
     async def aclose(self) -> None:

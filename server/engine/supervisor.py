@@ -40,6 +40,7 @@ class EngineSpec:
     max_lora_rank: int
     cpu_threads: str | None
     extra_args: tuple[str, ...] = ()
+    log_level: str = "WARNING"  # vLLM's own logging; INFO prints every route and step
 
     @property
     def url(self) -> str:
@@ -72,6 +73,7 @@ class EngineSpec:
             env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         if self.enable_lora:
             env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
+        env.setdefault("VLLM_LOGGING_LEVEL", self.log_level)
         env.setdefault("VLLM_NO_USAGE_STATS", "1")
         env.setdefault("DO_NOT_TRACK", "1")
         env.setdefault("HF_HUB_OFFLINE", "1")
@@ -132,6 +134,10 @@ class EngineProcess:
         self._stopping = False
 
     @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    @property
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
@@ -140,7 +146,7 @@ class EngineProcess:
         self._task = asyncio.create_task(self._run(), name=f"supervise-{self.name}")
 
     async def _run(self) -> None:
-        while not self._stopping:
+        while True:
             log.info("starting %s: %s", self.name, " ".join(self.spec.command()))
             self._process = await asyncio.create_subprocess_exec(
                 *self.spec.command(),
@@ -152,7 +158,7 @@ class EngineProcess:
             )
             await self._forward_output(self._process)
             code = await self._process.wait()
-            if self._stopping:
+            if self.stopping:
                 break
             self.restarts += 1
             log.warning(
@@ -196,6 +202,10 @@ class EngineProcess:
 class EngineSupervisor:
     def __init__(self, processes: list[EngineProcess]) -> None:
         self.processes = processes
+
+    @property
+    def model_dir(self) -> Path:
+        return self.processes[0].spec.model_dir
 
     @property
     def urls(self) -> list[str]:

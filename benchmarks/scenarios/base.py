@@ -1,0 +1,487 @@
+"""What every scenario shares: options, workloads, arms run in interleaved repeats, targets.
+
+A scenario builds `Arm`s (a target URL + model + workload), hands them to `BenchContext.run_arms`,
+which runs every arm once per repeat, alternating the order each repeat (A B, B A, ...) so slow
+drift of a shared machine lands on both sides. Each run's prompts come from a seed unique to
+(arm, repeat): no arm finds its prompts already in the engine's prefix cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from lorafleet.benchmarks import datasets
+from lorafleet.benchmarks.environment import environment_block, load_average, now_iso
+from lorafleet.benchmarks.loadgen import Endpoint, LoadConfig, LoadResult, run_load
+from lorafleet.benchmarks.metrics import compute_metrics
+from lorafleet.benchmarks.processes import ManagedProcess, ProcessStack, VllmOptions
+from lorafleet.benchmarks.stats import paired, summarize_runs
+
+SCHEMA = "lorafleet-bench/1"
+
+
+class ScenarioError(RuntimeError):
+    """A scenario cannot run as asked (bad targets, missing API); the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """Options every scenario takes (see `add_common_arguments`)."""
+
+    out_dir: Path
+    repeats: int = 3
+    seed: int = 0
+    percentiles: tuple[float, ...] = (50.0, 90.0, 99.0)
+    goodput: dict[str, float] = field(default_factory=dict)
+    progress: bool = True
+    time_limit_s: float = 600.0
+    request_timeout_s: float = 300.0
+    api_key: str | None = None
+    ignore_eos: bool = True
+    temperature: float | None = 0.0
+    targets: dict[str, str] = field(default_factory=dict)
+    model_dir: Path | None = None
+    served_model_name: str = "smollm2-135m-instruct"
+    engine: VllmOptions = field(default_factory=VllmOptions)
+    warmup: int = 4
+    save_detailed: bool = True
+
+
+@dataclass(frozen=True)
+class Workload:
+    num_requests: int
+    input_len: int = 128
+    output_len: int = 32
+    output_range_ratio: float = 0.0
+    concurrency: int | None = 1
+    request_rate: float = math.inf
+    burstiness: float = 1.0
+    endpoint: Endpoint = "completions"
+    dataset: Literal["random", "chat-file"] = "random"
+    dataset_path: Path | None = None
+
+    def describe(self) -> str:
+        shape = (
+            f"c={self.concurrency}"
+            if math.isinf(self.request_rate)
+            else f"rate={self.request_rate}/s"
+        )
+        if not math.isinf(self.request_rate) and self.concurrency:
+            shape += f" (max c={self.concurrency})"
+        out = f"{self.output_len}" + (
+            f"±{self.output_range_ratio:.0%}" if self.output_range_ratio else ""
+        )
+        data = "random" if self.dataset == "random" else f"chat file {self.dataset_path}"
+        return f"{self.num_requests} req, {data} in={self.input_len} out={out} tok, {shape}, {self.endpoint}"
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["request_rate"] = "inf" if math.isinf(self.request_rate) else self.request_rate
+        data["dataset_path"] = str(self.dataset_path) if self.dataset_path else None
+        data["description"] = self.describe()
+        return data
+
+
+@dataclass
+class Arm:
+    name: str
+    base_url: str
+    model: str
+    workload: Workload
+    adapters: tuple[str, ...] = ()
+    adapter_assignment: Literal["round-robin", "random"] = "round-robin"
+    metered: dict[str, ManagedProcess] = field(default_factory=dict)  # CPU seconds to record
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.base_url,
+            "model": self.model,
+            "adapters": list(self.adapters),
+            "adapter_assignment": self.adapter_assignment if self.adapters else None,
+            "workload": self.workload.as_dict(),
+            "runs": self.runs,
+            "summary": summarize_runs(self.runs),
+        }
+
+
+@dataclass
+class Target:
+    role: str
+    url: str
+    started: bool  # started by this benchmark (else given with --target)
+    process: ManagedProcess | None = None
+
+
+class BenchContext:
+    def __init__(self, scenario: str, options: Options) -> None:
+        self.scenario = scenario
+        self.options = options
+        self.out_dir = options.out_dir
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.stack = ProcessStack(self.out_dir / "logs")
+        self.environment = environment_block()
+        self.targets: dict[str, Target] = {}
+        self.notes: list[str] = []
+        self._words: datasets.WordSource | None = None
+        self._model_dir: Path | None = options.model_dir
+
+    # --- model and prompts ----------------------------------------------------------------
+    def model_dir(self) -> Path:
+        """The base model directory: --model-dir, else what `lorafleet model fetch` resolves."""
+        if self._model_dir is None:
+            self._model_dir = resolve_model_dir()
+        return self._model_dir
+
+    def words(self) -> datasets.WordSource:
+        if self._words is None:
+            try:
+                self._words = datasets.TokenizerWords.from_dir(self.model_dir())
+            except (OSError, ScenarioError, ValueError) as exc:
+                self.notes.append(f"no tokenizer ({exc}); prompt lengths are approximate")
+                self._words = datasets.FallbackWords()
+        return self._words
+
+    def requests(self, workload: Workload, seed: int) -> list[datasets.RequestSpec]:
+        if workload.dataset == "chat-file":
+            if workload.dataset_path is None:
+                raise ScenarioError("--dataset chat-file needs --dataset-path")
+            return datasets.chat_file_dataset(
+                workload.dataset_path,
+                workload.num_requests,
+                output_len=workload.output_len,
+                seed=seed,
+            )
+        return datasets.random_dataset(
+            workload.num_requests,
+            input_len=workload.input_len,
+            output_len=workload.output_len,
+            output_range_ratio=workload.output_range_ratio,
+            seed=seed,
+            words=self.words(),
+        )
+
+    # --- targets ---------------------------------------------------------------------------
+    def given(self, role: str) -> str | None:
+        url = self.options.targets.get(role)
+        if url:
+            self.targets[role] = Target(role, url.rstrip("/"), started=False)
+        return url.rstrip("/") if url else None
+
+    def started(self, role: str, process: ManagedProcess) -> Target:
+        target = Target(role, process.url, started=True, process=process)
+        self.targets[role] = target
+        return target
+
+    # --- running ---------------------------------------------------------------------------
+    def load_config(
+        self, arm: Arm, seed: int, label: str, workload: Workload | None = None
+    ) -> LoadConfig:
+        load = workload or arm.workload
+        return LoadConfig(
+            base_url=arm.base_url,
+            model=arm.model,
+            endpoint=load.endpoint,
+            concurrency=load.concurrency,
+            request_rate=load.request_rate,
+            burstiness=load.burstiness,
+            adapters=arm.adapters,
+            adapter_assignment=arm.adapter_assignment,
+            ignore_eos=self.options.ignore_eos,
+            temperature=self.options.temperature,
+            api_key=self.options.api_key,
+            seed=seed,
+            time_limit_s=self.options.time_limit_s,
+            request_timeout_s=self.options.request_timeout_s,
+            progress=self.options.progress,
+            label=label,
+        )
+
+    def warm_up(self, arm: Arm) -> None:
+        if self.options.warmup <= 0:
+            return
+        workload = Workload(
+            num_requests=self.options.warmup,
+            input_len=arm.workload.input_len,
+            output_len=min(arm.workload.output_len, 8),
+            concurrency=min(arm.workload.concurrency or 4, self.options.warmup),
+            endpoint=arm.workload.endpoint,
+        )
+        config = self.load_config(
+            arm, seed=self.options.seed + 99_991, label=f"warm-up {arm.name}", workload=workload
+        )
+        result = asyncio.run(run_load(config, self.requests(workload, config.seed)))
+        failed = [r.error for r in result.records if not r.success]
+        if failed:
+            raise ScenarioError(f"warm-up of {arm.name} at {arm.base_url} failed: {failed[0]}")
+
+    def run_once(self, arm: Arm, repeat: int, arm_index: int) -> dict[str, Any]:
+        seed = self.options.seed + 1000 * (repeat + 1) + arm_index
+        label = f"{arm.name} r{repeat + 1}/{self.options.repeats}"
+        config = self.load_config(arm, seed, label)
+        specs = self.requests(arm.workload, seed)
+        cpu_before = {name: p.cpu_seconds() for name, p in arm.metered.items()}
+        load_before = load_average()
+        result = asyncio.run(run_load(config, specs))
+        cpu_after = {name: p.cpu_seconds() for name, p in arm.metered.items()}
+        run = self.summarize(result, arm, repeat, seed)
+        run["load_average_before"] = load_before
+        for name in arm.metered:
+            before, after = cpu_before[name], cpu_after[name]
+            if before is not None and after is not None:
+                run[f"{name}_cpu_s"] = after - before
+                tokens = run["total_output_tokens"]
+                run[f"{name}_cpu_s_per_1k_output_tokens"] = (
+                    (after - before) / (tokens / 1000) if tokens else None
+                )
+        self.save_run_file(arm, repeat, result, run)
+        errors = sorted({r.error for r in result.records if r.error})
+        if errors:
+            print(
+                f"[bench] {label}: {run['failed']} failed, e.g. {errors[0][:200]}", file=sys.stderr
+            )
+        print(
+            f"[bench] {label}: {run['output_throughput']:.1f} out tok/s, TTFT p50 "
+            f"{run['median_ttft_ms']:.1f} ms, ITL p50 {run['median_itl_ms']:.1f} ms, "
+            f"{run['completed']}/{len(specs)} ok, gen CPU {run['generator_cpu_fraction']:.0%}",
+            file=sys.stderr,
+        )
+        return run
+
+    def summarize(self, result: LoadResult, arm: Arm, repeat: int, seed: int) -> dict[str, Any]:
+        run = compute_metrics(
+            result.records, result.duration, percentiles=self.options.percentiles,
+            goodput_slos_ms=self.options.goodput or None,
+        )  # fmt: skip
+        run["repeat"] = repeat + 1
+        run["seed"] = seed
+        run["started_at"] = result.started_at
+        run["not_sent"] = result.not_sent
+        run["generator_cpu_s"] = result.generator_cpu_s
+        run["generator_cpu_fraction"] = (
+            result.generator_cpu_s / result.duration if result.duration else 0.0
+        )
+        run["generator_max_rss_mb"] = result.generator_max_rss_mb
+        return run
+
+    def run_arms(self, arms: list[Arm], *, interleave: bool = True) -> None:
+        """Every arm once per repeat; the order flips each repeat."""
+        for arm in arms:
+            self.warm_up(arm)
+        for repeat in range(self.options.repeats):
+            order = list(enumerate(arms))
+            if interleave and repeat % 2 == 1:
+                order.reverse()
+            for index, arm in order:
+                arm.runs.append(self.run_once(arm, repeat, index))
+
+    def save_run_file(self, arm: Arm, repeat: int, result: LoadResult, run: dict[str, Any]) -> None:
+        """A per-run JSON in `vllm bench serve`'s layout (with per-request arrays)."""
+        config = result.config
+        data: dict[str, Any] = {
+            "date": result.started_at,
+            "endpoint_type": "openai-chat" if config.endpoint == "chat" else "openai",
+            "backend": "openai-chat" if config.endpoint == "chat" else "openai",
+            "label": arm.name,
+            "model_id": arm.model,
+            "tokenizer_id": str(self._model_dir) if self._model_dir else None,
+            "num_prompts": len(result.records),
+            "request_rate": "inf" if math.isinf(config.request_rate) else config.request_rate,
+            "burstiness": config.burstiness,
+            "max_concurrency": config.concurrency,
+            "lora_modules": list(config.adapters) or None,
+            "lora_assignment": config.adapter_assignment if config.adapters else None,
+            **run,
+        }
+        if self.options.save_detailed:
+            records = result.records
+            data |= {
+                "input_lens": [r.prompt_len for r in records],
+                "output_lens": [r.output_tokens if r.success else 0 for r in records],
+                "ttfts": [r.ttft for r in records],
+                "itls": [r.itl for r in records],
+                "latencies": [r.latency for r in records],
+                "start_times": [r.start_time for r in records],
+                "queue_times": [r.client_queue_time for r in records],
+                "models": [r.model for r in records],
+                "errors": [r.error for r in records],
+            }
+        path = self.out_dir / "runs" / f"{_slug(arm.name)}-r{repeat + 1}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(
+            orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+        )
+
+    # --- the result ------------------------------------------------------------------------
+    def result(
+        self,
+        *,
+        arms: list[Arm],
+        comparisons: list[dict[str, Any]],
+        headline: list[dict[str, Any]],
+        extra: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        runs = [run for arm in arms for run in arm.runs]
+        result: dict[str, Any] = {
+            "schema": SCHEMA,
+            "scenario": self.scenario,
+            **self.environment,
+            "finished": now_iso(),
+            "load_average_at_end": load_average(),
+            "settings": _settings(self.options),
+            "targets": {
+                role: {
+                    "url": t.url,
+                    "started_by_bench": t.started,
+                    "command": t.process.spec.argv if t.process else None,
+                    "ready_after_s": t.process.ready_after_s if t.process else None,
+                }
+                for role, t in self.targets.items()
+            },  # fmt: skip
+            "arms": {arm.name: arm.as_dict() for arm in arms},
+            "comparisons": comparisons,
+            "headline": headline,
+            "generator": {
+                "cpu_s_total": sum(run["generator_cpu_s"] for run in runs),
+                "cpu_fraction_max": max(
+                    (run["generator_cpu_fraction"] for run in runs), default=0.0
+                ),
+                "note": "CPU seconds of the load generator process (user+system) per run / wall time",
+            },
+            "notes": self.notes,
+        }
+        if extra:
+            result |= extra
+        return result
+
+
+def compare(
+    name: str,
+    arm_a: Arm,
+    arm_b: Arm,
+    key: str,
+    how: str = "ratio",
+    *,
+    bar: str | None = None,
+    passes: Any = None,
+) -> dict[str, Any]:
+    """A vs B on one metric; `passes(value) -> bool` states whether the bar is met."""
+    result = paired(arm_a.runs, arm_b.runs, key, how)
+    result |= {"name": name, "a": arm_a.name, "b": arm_b.name, "bar": bar}
+    result["meets_bar"] = bool(passes(result["value"])) if passes is not None else None
+    return result
+
+
+def headline_row(
+    measure: str,
+    comparison_or_value: dict[str, Any] | float,
+    unit: str,
+    workload: str,
+    *,
+    bar: str | None = None,
+    meets_bar: bool | None = None,
+    date: str | None = None,
+) -> dict[str, Any]:
+    if isinstance(comparison_or_value, dict):
+        value = comparison_or_value["value"]
+        low, high = comparison_or_value.get("min"), comparison_or_value.get("max")
+        bar = bar or comparison_or_value.get("bar")
+        meets_bar = comparison_or_value.get("meets_bar") if meets_bar is None else meets_bar
+    else:
+        value, low, high = comparison_or_value, None, None
+    return {
+        "measure": measure, "value": value, "unit": unit, "min": low, "max": high,
+        "bar": bar, "meets_bar": meets_bar, "workload": workload, "date": date or now_iso()[:10],
+    }  # fmt: skip
+
+
+def resolve_model_dir() -> Path:
+    """Ask the product where its default model lives (`lorafleet model fetch --quiet`)."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "lorafleet.cli", "model", "fetch", "--quiet"],
+            capture_output=True, text=True, timeout=900, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ScenarioError(f"`lorafleet model fetch` failed: {exc}; pass --model-dir") from exc
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines or not Path(lines[-1]).is_dir():
+        raise ScenarioError(
+            f"`lorafleet model fetch` failed ({done.stderr[-500:]}); pass --model-dir"
+        )
+    return Path(lines[-1])
+
+
+def _settings(options: Options) -> dict[str, Any]:
+    data = asdict(options)
+    data["out_dir"] = str(options.out_dir)
+    data["model_dir"] = str(options.model_dir) if options.model_dir else None
+    data.pop("api_key", None)
+    return data
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name).strip("-")
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("common")
+    group.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output directory (default ./bench-results/SCENARIO-DATE)",
+    )
+    group.add_argument(
+        "--target", action="append", default=[], metavar="ROLE=URL",
+        help="use a running server for ROLE instead of starting one (roles: see the scenario's help)",
+    )  # fmt: skip
+    group.add_argument("--repeats", type=int, default=3, help="runs per arm (>= 3 for comparisons)")
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--percentiles", default="50,90,99", help="latency percentiles to report")
+    group.add_argument(
+        "--goodput", nargs="+", default=[], metavar="NAME:MS", help="SLOs, e.g. ttft:500 tpot:50"
+    )
+    group.add_argument("--time-limit-s", type=float, default=600.0, help="upper bound on each run")
+    group.add_argument("--request-timeout-s", type=float, default=300.0)
+    group.add_argument(
+        "--warmup", type=int, default=4, help="warm-up requests per arm (not recorded)"
+    )
+    group.add_argument("--api-key", default=None, help="bearer token (default: $OPENAI_API_KEY)")
+    group.add_argument(
+        "--no-ignore-eos", dest="ignore_eos", action="store_false",
+        help="do not send vLLM's ignore_eos/min_tokens (hosted APIs); output lengths then vary",
+    )  # fmt: skip
+    group.add_argument(
+        "--temperature", type=float, default=0.0, help="sampling temperature sent (default greedy)"
+    )
+    group.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="no progress bar"
+    )
+    group.add_argument(
+        "--no-detail", dest="save_detailed", action="store_false", help="omit per-request arrays"
+    )
+    engine = parser.add_argument_group("engines the benchmark starts")
+    engine.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="base model dir (default: lorafleet model fetch)",
+    )
+    engine.add_argument("--served-model-name", default="smollm2-135m-instruct")
+    engine.add_argument("--engine-threads-bind", default="0-1", help="VLLM_CPU_OMP_THREADS_BIND")
+    engine.add_argument(
+        "--kv-cache-gib", type=float, default=2.0, help="VLLM_CPU_KVCACHE_SPACE per engine"
+    )
+    engine.add_argument(
+        "--engine-arg", action="append", default=[], help="extra vLLM argument (repeatable)"
+    )

@@ -1,0 +1,270 @@
+"""Putting registered adapters onto engines: resolve, load once, track, drain, reconcile.
+
+The registry (a database) holds the desired state: which versions exist and where each alias
+points. This module holds the actual state per engine replica, as explicit states
+
+    (absent) -> LOADING -> READY | FAILED        DRAINING -> (unloaded)
+
+and keeps the two in line:
+- `resolve(model)` maps `name` (the alias) or `name@version` (pinned) to a version, from a cached
+  registry snapshot that is refreshed whenever the registry's generation counter moves (so
+  gateway replicas sharing PostgreSQL see each other's alias changes within a poll interval);
+- `ensure_loaded(version, replica)` loads a version under its own engine name (`name@version`)
+  with single flight: a hundred concurrent first requests cause one load;
+- `track(...)` counts requests in flight per loaded version; a version the alias has moved away
+  from is unloaded once its last request finished (DRAINING);
+- a per-replica budget evicts the least recently used idle adapter;
+- `reconcile(replica)` compares with the engine's `/v1/models` and reloads what an engine forgot
+  (it restarted) and drops what it no longer has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from lorafleet.adapters.registry import REGISTERED, AdapterRegistry, AdapterVersion, Snapshot
+from lorafleet.server.engine.pool import Replica
+from lorafleet.server.errors import EngineError, EngineTimeoutError, LorafleetError
+from lorafleet.server.metrics import GatewayMetrics
+
+log = logging.getLogger(__name__)
+
+
+class LoadState(StrEnum):
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+    DRAINING = "draining"
+
+
+@dataclass
+class Placement:
+    """One adapter version on one replica."""
+
+    version: AdapterVersion
+    state: LoadState
+    in_flight: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+    error: str | None = None
+    task: asyncio.Task[None] | None = None
+
+
+class AdapterMetrics:
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        registry = metrics.registry
+        self.loads = Counter(
+            "lorafleet:adapter_loads",
+            "Adapter loads onto engines, by outcome (ok, failed).",
+            ["adapter", "outcome"],
+            registry=registry,
+        )
+        self.load_seconds = Histogram(
+            "lorafleet:adapter_load_seconds",
+            "Time to load an adapter version onto an engine.",
+            ["adapter"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=registry,
+        )
+        self.ready = Gauge(
+            "lorafleet:adapter_ready",
+            "1 when the adapter's current version is loaded and ready on the engine.",
+            ["adapter", "engine"],
+            registry=registry,
+        )
+        self.unloads = Counter(
+            "lorafleet:adapter_unloads",
+            "Adapter versions unloaded from engines, by reason (drained, evicted, removed).",
+            ["adapter", "reason"],
+            registry=registry,
+        )
+
+
+class AdapterManager:
+    def __init__(
+        self,
+        registry: AdapterRegistry,
+        metrics: GatewayMetrics,
+        *,
+        load_timeout_s: float,
+        max_per_replica: int,
+    ) -> None:
+        self.registry = registry
+        self.metrics = AdapterMetrics(metrics)
+        self.load_timeout_s = load_timeout_s
+        self.max_per_replica = max_per_replica
+        self.snapshot = Snapshot(generation=-1, adapters={})
+        self._placements: dict[str, OrderedDict[str, Placement]] = {}  # replica url -> name@v
+
+    # --- desired state -----------------------------------------------------------------------
+    async def refresh(self, force: bool = False) -> bool:
+        """Reload the registry snapshot if it changed; True when it did. A database outage
+        keeps the last snapshot: already-resolved models keep working."""
+        try:
+            if not force and await asyncio.to_thread(self.registry.generation) == (
+                self.snapshot.generation
+            ):
+                return False
+            self.snapshot = await asyncio.to_thread(self.registry.snapshot)
+        except Exception as exc:  # the database is briefly unreachable: serve from the cache
+            log.warning("registry refresh failed, serving from cache: %s", exc)
+            return False
+        return True
+
+    def lookup(self, model: str) -> AdapterVersion | None:
+        """`name` -> the alias's version; `name@N` -> version N. Removed versions resolve to
+        nothing."""
+        name, _, pinned = model.partition("@")
+        adapter = self.snapshot.adapters.get(name)
+        if adapter is None:
+            return None
+        if pinned:
+            if not pinned.isdigit():
+                return None
+            version = adapter.version(int(pinned))
+        else:
+            version = adapter.current
+        return version if version is not None and version.state == REGISTERED else None
+
+    def servable(self) -> list[AdapterVersion]:
+        """The alias targets: what `/v1/models` lists."""
+        return [a.current for a in self.snapshot.adapters.values() if a.current is not None]
+
+    # --- actual state ------------------------------------------------------------------------
+    def placements(self, replica: Replica) -> OrderedDict[str, Placement]:
+        return self._placements.setdefault(replica.url, OrderedDict())
+
+    def holds(self, replica: Replica, version: AdapterVersion) -> bool:
+        placement = self.placements(replica).get(version.engine_name)
+        return placement is not None and placement.state == LoadState.READY
+
+    async def ensure_loaded(self, version: AdapterVersion, replica: Replica) -> None:
+        placements = self.placements(replica)
+        placement = placements.get(version.engine_name)
+        if placement is not None and placement.state in (LoadState.READY, LoadState.DRAINING):
+            placement.state = LoadState.READY
+            placements.move_to_end(version.engine_name)
+            return
+        if placement is None or placement.state == LoadState.FAILED:
+            await self._make_room(replica)
+            placement = Placement(version, LoadState.LOADING)
+            placements[version.engine_name] = placement
+            placement.task = asyncio.create_task(self._load(placement, replica))
+        assert placement.task is not None
+        try:
+            # shield: a cancelled client must not cancel the load other requests wait for
+            await asyncio.wait_for(asyncio.shield(placement.task), self.load_timeout_s)
+        except TimeoutError as exc:
+            raise EngineTimeoutError(
+                f"adapter {version.engine_name} did not load within {self.load_timeout_s:.0f}s"
+            ) from exc
+        if placement.state != LoadState.READY:
+            raise EngineError(
+                f"adapter {version.engine_name} failed to load: {placement.error}",
+                code="adapter_load_failed",
+            )
+
+    async def _load(self, placement: Placement, replica: Replica) -> None:
+        version = placement.version
+        started = time.perf_counter()
+        try:
+            await replica.engine.load_adapter(version.engine_name, version.path)
+        except LorafleetError as exc:
+            placement.state, placement.error = LoadState.FAILED, exc.message
+            self.metrics.loads.labels(version.name, "failed").inc()
+            log.warning("loading %s on %s failed: %s", version.engine_name, replica.url, exc)
+            return
+        placement.state = LoadState.READY
+        elapsed = time.perf_counter() - started
+        self.metrics.loads.labels(version.name, "ok").inc()
+        self.metrics.load_seconds.labels(version.name).observe(elapsed)
+        self.metrics.ready.labels(version.name, replica.url).set(1)
+        log.info("loaded %s on %s in %.2fs", version.engine_name, replica.url, elapsed)
+
+    @contextmanager
+    def track(self, version: AdapterVersion, replica: Replica) -> Iterator[None]:
+        placement = self.placements(replica).get(version.engine_name)
+        if placement is None:  # unloaded between ensure_loaded and now: nothing to count
+            yield
+            return
+        placement.in_flight += 1
+        placement.last_used = time.monotonic()
+        try:
+            yield
+        finally:
+            placement.in_flight -= 1
+
+    async def _make_room(self, replica: Replica) -> None:
+        placements = self.placements(replica)
+        while len(placements) >= self.max_per_replica:
+            idle = [
+                name
+                for name, p in placements.items()
+                if p.in_flight == 0 and p.state != LoadState.LOADING
+            ]
+            if not idle:
+                return  # every adapter is busy: go over budget rather than fail requests
+            await self._unload(replica, idle[0], "evicted")  # OrderedDict: least recent first
+
+    async def _unload(self, replica: Replica, engine_name: str, reason: str) -> None:
+        placement = self.placements(replica).pop(engine_name, None)
+        if placement is None:
+            return
+        self.metrics.ready.labels(placement.version.name, replica.url).set(0)
+        self.metrics.unloads.labels(placement.version.name, reason).inc()
+        try:
+            await replica.engine.unload_adapter(engine_name)
+        except LorafleetError as exc:  # the next reconcile retries
+            log.warning("unloading %s from %s failed: %s", engine_name, replica.url, exc)
+
+    # --- reconcile ---------------------------------------------------------------------------
+    async def reconcile(self, replica: Replica) -> None:
+        """Bring one replica in line with the registry and with what the engine really holds."""
+        placements = self.placements(replica)
+        # Versions no longer wanted: drain, then unload once idle.
+        for engine_name, placement in list(placements.items()):
+            wanted = self.lookup(engine_name)
+            current = self.lookup(placement.version.name)
+            if wanted is None or (current is not None and current.engine_name != engine_name):
+                if placement.in_flight == 0 and placement.state != LoadState.LOADING:
+                    await self._unload(replica, engine_name, "removed" if wanted is None else "drained")
+                elif placement.state == LoadState.READY:
+                    placement.state = LoadState.DRAINING
+        if not replica.healthy:
+            return
+        try:
+            cards = await replica.engine.list_models()
+        except LorafleetError:
+            return
+        on_engine = {card["id"] for card in cards if card.get("parent")}
+        for engine_name, placement in list(placements.items()):
+            if placement.state == LoadState.READY and engine_name not in on_engine:
+                # The engine restarted and forgot it: load it again now, not on the next request.
+                log.info("engine %s forgot %s; reloading", replica.url, engine_name)
+                placements.pop(engine_name)
+                self.metrics.ready.labels(placement.version.name, replica.url).set(0)
+                try:
+                    await self.ensure_loaded(placement.version, replica)
+                except LorafleetError as exc:
+                    log.warning("reloading %s failed: %s", engine_name, exc)
+        for engine_name in on_engine - set(placements):
+            version = self.lookup(engine_name)
+            if version is not None and "@" in engine_name:
+                placements[engine_name] = Placement(version, LoadState.READY)  # adopt it
+            elif "@" in engine_name:
+                await replica.engine.unload_adapter(engine_name)  # a removed version
+
+    def engine_states(self, version: AdapterVersion) -> dict[str, str]:
+        return {
+            url: placements[version.engine_name].state.value
+            for url, placements in self._placements.items()
+            if version.engine_name in placements
+        }

@@ -1,0 +1,728 @@
+"""The Helm chart, rendered by Helm's own engine (helm-python-sdk) and checked offline.
+
+Every example values file under helm/lorafleet/ci/ is rendered, linted with `helm lint --strict`,
+and every rendered object is validated with kubernetes-validate's strict schemas. The two custom
+resources kubernetes-validate cannot know (ServiceMonitor, ScaledObject) are checked field by
+field instead. The remaining tests pin the chart's operational promises: GPUs requested and
+limited alike, a startupProbe budget of at least ten minutes, a grace period covering the drain,
+engines reachable only from the gateway, secrets referenced rather than inlined.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import importlib.util
+import json
+import re
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "lorafleet"
+CI_VALUES = sorted(path.name for path in (CHART / "ci").glob("*.yaml"))
+GPU_VALUES = [name for name in CI_VALUES if name.startswith("gpu-")]
+RELEASE, NAMESPACE = "lf", "ml"
+# The oldest version Chart.yaml admits and a current one; kubernetes-validate ships both offline.
+KUBE_VERSIONS = ("1.28.0", "1.33.0")
+# Custom resources: no schema in kubernetes-validate, asserted field by field below.
+CRD_KINDS = {"ServiceMonitor": "monitoring.coreos.com/v1", "ScaledObject": "keda.sh/v1alpha1"}
+# The gateway's settings contract (server/settings.py); the chart may set nothing else.
+GATEWAY_SETTINGS = {
+    "LORAFLEET_HOST",
+    "LORAFLEET_PORT",
+    "LORAFLEET_LOG_LEVEL",
+    "LORAFLEET_LOG_FORMAT",
+    "LORAFLEET_ENGINE_URLS",
+    "LORAFLEET_ENGINE_DISCOVERY",
+    "LORAFLEET_SERVED_MODEL_NAME",
+    "LORAFLEET_ENGINE_MAX_LORA_RANK",
+    "LORAFLEET_DATABASE_URL",
+    "LORAFLEET_REDIS_URL",
+    "LORAFLEET_ADAPTER_ROOTS",
+    "LORAFLEET_ADMIN_KEY",
+    "LORAFLEET_KEY_SECRET",
+    "LORAFLEET_DRAIN_TIMEOUT_S",
+    "LORAFLEET_CACHE_DIR",
+}
+SECRET_SETTINGS = {
+    "LORAFLEET_DATABASE_URL",
+    "LORAFLEET_ADMIN_KEY",
+    "LORAFLEET_KEY_SECRET",
+    "LORAFLEET_REDIS_URL",
+}
+# Minimal values for the chart defaults: a registry database is the one required input.
+DEFAULT_VALUES: dict[str, Any] = {"database": {"existingSecret": "lorafleet-db"}}
+
+Manifest = dict[str, Any]
+
+
+# --- rendering --------------------------------------------------------------------------------
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Rejects duplicate mapping keys, which the API server's YAML decoder refuses too."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+        duplicates = {key for key in keys if keys.count(key) > 1}
+        if duplicates:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate keys {sorted(duplicates)}", node.start_mark
+            )
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_values(name: str) -> dict[str, Any]:
+    values: dict[str, Any] = yaml.safe_load((CHART / "ci" / name).read_text())
+    return values
+
+
+def render(values: dict[str, Any]) -> list[Manifest]:
+    """Validate values against values.schema.json, render, and parse every object."""
+    with helm.Chart.load(CHART) as chart:
+        chart.validate_schema(values)
+        files = chart.render(values=values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    manifests = []
+    for path, text in sorted(files.items()):
+        if path.endswith(".txt"):
+            continue
+        manifests += [doc for doc in yaml.load_all(text, Loader=_UniqueKeyLoader) if doc]
+    return manifests
+
+
+@cache
+def _render_file(name: str) -> str:
+    values = DEFAULT_VALUES if name == "defaults" else load_values(name)
+    return json.dumps(render(values))
+
+
+def rendered(name: str) -> list[Manifest]:
+    """Rendered objects of a values file (cached; each caller gets its own copy)."""
+    manifests: list[Manifest] = json.loads(_render_file(name))
+    return manifests
+
+
+def of_kind(manifests: list[Manifest], kind: str) -> list[Manifest]:
+    return [m for m in manifests if m["kind"] == kind]
+
+
+def named(manifests: list[Manifest], kind: str, name: str) -> Manifest:
+    matches = [m for m in of_kind(manifests, kind) if m["metadata"]["name"] == name]
+    assert len(matches) == 1, f"expected one {kind} {name}, found {len(matches)}"
+    return matches[0]
+
+
+def gateway(manifests: list[Manifest]) -> Manifest:
+    return named(manifests, "Deployment", f"{RELEASE}-lorafleet-gateway")
+
+
+def engines(manifests: list[Manifest]) -> list[Manifest]:
+    return [
+        m
+        for m in of_kind(manifests, "Deployment")
+        if m["metadata"]["labels"].get("app.kubernetes.io/component") == "engine"
+    ]
+
+
+def container(deployment: Manifest) -> dict[str, Any]:
+    containers: list[dict[str, Any]] = deployment["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def gateway_settings(manifests: list[Manifest]) -> dict[str, str]:
+    data: dict[str, str] = named(manifests, "ConfigMap", f"{RELEASE}-lorafleet-gateway")["data"]
+    return data
+
+
+def flag(args: list[str], name: str) -> str | None:
+    """Value of `--name=value` in a container's args (None when absent)."""
+    values = [arg.split("=", 1)[1] for arg in args if arg.startswith(f"--{name}=")]
+    assert len(values) <= 1, f"--{name} given twice"
+    return values[0] if values else None
+
+
+def mount_path(deployment: Manifest, volume: str) -> str:
+    mounts = [m for m in container(deployment)["volumeMounts"] if m["name"] == volume]
+    assert len(mounts) == 1
+    path: str = mounts[0]["mountPath"]
+    return path
+
+
+def volume(deployment: Manifest, name: str) -> dict[str, Any]:
+    volumes: list[dict[str, Any]] = deployment["spec"]["template"]["spec"]["volumes"]
+    matches = [v for v in volumes if v["name"] == name]
+    assert len(matches) == 1
+    return matches[0]
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+def pod_labels(deployment: Manifest) -> dict[str, str]:
+    labels: dict[str, str] = deployment["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+# --- the schema and lint ----------------------------------------------------------------------
+
+
+def _schema_generator() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "gen_values_schema", REPO / "deploy" / "gen_values_schema.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_values_schema_is_generated_from_values_yaml() -> None:
+    generator = _schema_generator()
+    expected = generator.render(generator.generate(CHART / "values.yaml"))
+    committed = (CHART / "values.schema.json").read_text()
+    assert committed == expected, (
+        "values.schema.json is stale: run python deploy/gen_values_schema.py"
+    )
+
+
+def test_schema_generator_reads_types_comments_and_annotations(tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        "# Replicas of the thing.\n"
+        "# @schema {minimum: 1}\n"
+        "replicas: 2\n"
+        "# @schema {additionalProperties: true}\n"
+        "resources:\n"
+        "  requests: {cpu: 1}\n"
+        "labels: {}\n"
+        "image:\n"
+        "  tag: v1\n"
+        "defaults:\n"
+        "  gpus: 1\n"
+        "# @schema {items: {required: [name]}, itemPropertiesFrom: defaults}\n"
+        "pools:\n"
+        "  - name: a\n"
+    )
+    schema = _schema_generator().generate(values)
+    props = schema["properties"]
+    assert props["replicas"] == {
+        "type": "integer",
+        "description": "Replicas of the thing.",
+        "minimum": 1,
+    }
+    assert props["resources"] == {"type": "object", "additionalProperties": True}
+    assert props["labels"] == {"type": "object"}
+    assert props["image"]["additionalProperties"] is False
+    items = props["pools"]["items"]
+    assert items["required"] == ["name"]
+    assert set(items["properties"]) == {"name", "gpus"}
+    assert items["additionalProperties"] is False
+    assert "itemPropertiesFrom" not in props["pools"]
+
+
+def test_schema_rejects_a_misspelt_key() -> None:
+    values = copy.deepcopy(DEFAULT_VALUES)
+    values["gateway"] = {"replica": 3}
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmValuesError, match="replica"):
+        chart.validate_schema(values)
+
+
+def test_schema_rejects_an_engine_without_a_model() -> None:
+    values = copy.deepcopy(DEFAULT_VALUES)
+    values["engines"] = [{"name": "llama", "servedModelName": "llama"}]
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmValuesError, match="model"):
+        chart.validate_schema(values)
+
+
+@pytest.mark.parametrize("name", CI_VALUES)
+def test_helm_lint_strict(name: str) -> None:
+    report = helm.lint(CHART, load_values(name), strict=True, kube_version="v1.31.0")
+    assert report["errors"] == []
+    problems = [m for m in report["messages"] if m["severity"] >= 2]  # 2 warning, 3 error
+    assert problems == []
+
+
+# --- every object is a valid Kubernetes object ------------------------------------------------
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+@pytest.mark.parametrize("name", [*CI_VALUES, "defaults"])
+def test_rendered_objects_validate_strictly(name: str, kube_version: str) -> None:
+    manifests = rendered(name)
+    assert manifests
+    for manifest in manifests:
+        if manifest["kind"] in CRD_KINDS:
+            assert manifest["apiVersion"] == CRD_KINDS[manifest["kind"]]
+            continue
+        where = f"{manifest['kind']}/{manifest['metadata']['name']}"
+        try:
+            kubernetes_validate.validate(manifest, kube_version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            path = ".".join(str(part) for part in exc.path)
+            pytest.fail(
+                f"{name}: {where} invalid for Kubernetes {kube_version}: {path}: {exc.message}"
+            )
+        except kubernetes_validate.SchemaNotFoundError as exc:
+            pytest.fail(f"{name}: {where}: {exc.message}")
+
+
+@pytest.mark.parametrize("name", [*CI_VALUES, "defaults"])
+def test_objects_are_labelled_and_namespaced_by_helm(name: str) -> None:
+    for manifest in rendered(name):
+        labels = manifest["metadata"]["labels"]
+        assert labels["app.kubernetes.io/instance"] == RELEASE
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert "namespace" not in manifest["metadata"]  # helm install -n decides
+        assert len(manifest["metadata"]["name"]) <= 63
+
+
+# --- engines ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", CI_VALUES)
+def test_engine_pools_match_their_values(name: str) -> None:
+    values = load_values(name)
+    manifests = rendered(name)
+    deployments = {d["metadata"]["labels"]["lorafleet.io/pool"]: d for d in engines(manifests)}
+    assert set(deployments) == {pool["name"] for pool in values["engines"]}
+    for pool in values["engines"]:
+        spec = {**values.get("engineDefaults", {}), **pool}
+        vllm = container(deployments[pool["name"]])
+        args = vllm["args"]
+        assert vllm["command"] == ["vllm", "serve"]
+        assert args[0] == pool["model"]
+        assert flag(args, "served-model-name") == pool["servedModelName"]
+        assert flag(args, "port") == "8000"
+        assert "--enable-lora" in args
+        for key, option in [
+            ("tensorParallelSize", "tensor-parallel-size"),
+            ("pipelineParallelSize", "pipeline-parallel-size"),
+            ("dtype", "dtype"),
+            ("maxModelLen", "max-model-len"),
+            ("maxLoras", "max-loras"),
+            ("maxLoraRank", "max-lora-rank"),
+        ]:
+            if key in spec:
+                assert flag(args, option) == str(spec[key]), option
+        env = {e["name"]: e for e in vllm["env"]}
+        assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"]["value"] == "True"
+
+
+@pytest.mark.parametrize("name", GPU_VALUES)
+def test_gpu_engines_request_and_limit_the_same_gpus(name: str) -> None:
+    for pool, deployment in zip(load_values(name)["engines"], engines(rendered(name)), strict=True):
+        vllm = container(deployment)
+        resources = vllm["resources"]
+        gpus = pool["gpus"]
+        assert resources["requests"]["nvidia.com/gpu"] == gpus
+        assert resources["limits"]["nvidia.com/gpu"] == gpus
+        tp = int(flag(vllm["args"], "tensor-parallel-size") or 0)
+        pp = int(flag(vllm["args"], "pipeline-parallel-size") or 0)
+        assert tp * pp == gpus
+        assert vllm["image"].startswith("vllm/vllm-openai:")
+        assert float(flag(vllm["args"], "gpu-memory-utilization") or 0) > 0
+
+
+def test_the_70b_pool_shards_over_four_gpus() -> None:
+    (deployment,) = engines(rendered("gpu-llama3.1-70b-tp4-values.yaml"))
+    vllm = container(deployment)
+    assert flag(vllm["args"], "tensor-parallel-size") == "4"
+    assert vllm["resources"]["limits"]["nvidia.com/gpu"] == 4
+
+
+def test_the_8b_pool_runs_two_single_gpu_replicas() -> None:
+    (deployment,) = engines(rendered("gpu-llama3.1-8b-values.yaml"))
+    assert deployment["spec"]["replicas"] == 2
+    assert container(deployment)["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert container(deployment)["args"][0] == "meta-llama/Llama-3.1-8B-Instruct"
+
+
+def test_cpu_demo_engine_uses_the_cpu_image_and_no_gpu() -> None:
+    (deployment,) = engines(rendered("cpu-demo-values.yaml"))
+    vllm = container(deployment)
+    assert "vllm-cpu" in vllm["image"]
+    assert flag(vllm["args"], "dtype") == "float32"
+    assert flag(vllm["args"], "gpu-memory-utilization") is None
+    resources = json.dumps(vllm["resources"])
+    assert "gpu" not in resources
+    assert not deployment["spec"]["template"]["spec"].get("tolerations")
+
+
+@pytest.mark.parametrize("name", [*CI_VALUES, "defaults"])
+def test_engine_probes_allow_ten_minutes_to_load_weights(name: str) -> None:
+    for deployment in engines(rendered(name)):
+        vllm = container(deployment)
+        startup = vllm["startupProbe"]
+        assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert vllm[probe]["httpGet"] == {"path": "/health", "port": "http"}
+        assert vllm["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep"
+
+
+@pytest.mark.parametrize("name", [*CI_VALUES, "defaults"])
+def test_engines_mount_shm_model_cache_and_the_adapter_store(name: str) -> None:
+    manifests = rendered(name)
+    store = mount_path(gateway(manifests), "adapters")
+    assert gateway_settings(manifests)["LORAFLEET_ADAPTER_ROOTS"] == store
+    for deployment in engines(manifests):
+        assert mount_path(deployment, "dshm") == "/dev/shm"
+        assert volume(deployment, "dshm")["emptyDir"]["medium"] == "Memory"
+        assert mount_path(deployment, "models") == "/models"
+        claim = volume(deployment, "models")["persistentVolumeClaim"]["claimName"]
+        assert claim in {p["metadata"]["name"] for p in of_kind(manifests, "PersistentVolumeClaim")}
+        # vLLM loads an adapter from the very path the gateway validated.
+        assert mount_path(deployment, "adapters") == store
+        adapters = volume(deployment, "adapters")["persistentVolumeClaim"]
+        assert adapters == volume(gateway(manifests), "adapters")["persistentVolumeClaim"] | {
+            "readOnly": True
+        }
+
+
+def test_model_weights_come_from_the_hub_not_the_image() -> None:
+    for deployment in engines(rendered("gpu-llama3.1-8b-values.yaml")):
+        env = {e["name"]: e for e in container(deployment)["env"]}
+        assert env["HF_HOME"]["value"].startswith("/models")
+        assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hf-token", "key": "token"}
+
+
+# --- the gateway ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [*CI_VALUES, "defaults"])
+def test_gateway_probes_and_drain(name: str) -> None:
+    manifests = rendered(name)
+    deployment = gateway(manifests)
+    app = container(deployment)
+    assert app["command"] == ["lorafleet", "serve"]
+    assert app["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+    assert app["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert app["livenessProbe"]["httpGet"]["path"] == "/health"
+    sleep = int(app["lifecycle"]["preStop"]["exec"]["command"][1])
+    drain = float(gateway_settings(manifests)["LORAFLEET_DRAIN_TIMEOUT_S"])
+    grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace > sleep + drain
+
+
+def test_gateway_grace_period_follows_the_drain_timeout() -> None:
+    manifests = rendered("gpu-llama3.1-70b-tp4-values.yaml")
+    assert gateway_settings(manifests)["LORAFLEET_DRAIN_TIMEOUT_S"] == "120"
+    assert gateway(manifests)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > 125
+
+
+@pytest.mark.parametrize("name", [*CI_VALUES, "defaults"])
+def test_gateway_runs_locked_down(name: str) -> None:
+    deployment = gateway(rendered(name))
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["automountServiceAccountToken"] is False
+    app = container(deployment)
+    assert app["securityContext"]["readOnlyRootFilesystem"] is True
+    assert app["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+@pytest.mark.parametrize("name", [*CI_VALUES, "defaults"])
+def test_gateway_settings_are_the_contracts_names(name: str) -> None:
+    manifests = rendered(name)
+    settings = gateway_settings(manifests)
+    env = {e["name"]: e for e in container(gateway(manifests))["env"]}
+    used = {key for key in [*settings, *env] if key.startswith("LORAFLEET_")}
+    assert used <= GATEWAY_SETTINGS, used - GATEWAY_SETTINGS
+    assert settings["LORAFLEET_HOST"] == "0.0.0.0"
+    assert settings["LORAFLEET_PORT"] == "8000"
+    assert settings["LORAFLEET_LOG_FORMAT"] == "json"
+
+
+@pytest.mark.parametrize("name", CI_VALUES)
+def test_gateway_discovers_every_pool_through_its_headless_service(name: str) -> None:
+    values = load_values(name)
+    manifests = rendered(name)
+    settings = gateway_settings(manifests)
+    services = {s["metadata"]["name"]: s for s in of_kind(manifests, "Service")}
+    targets = settings["LORAFLEET_ENGINE_DISCOVERY"].split(",")
+    assert len(targets) == len(values["engines"])
+    for target, deployment in zip(targets, engines(manifests), strict=True):
+        host, port = target.rsplit(":", 1)
+        service_name, namespace, *_ = host.split(".")
+        assert (namespace, port) == (NAMESPACE, "8000")
+        service = services[service_name]
+        assert service["spec"]["clusterIP"] == "None"
+        assert selects(service["spec"]["selector"], pod_labels(deployment))
+    served = [pool["servedModelName"] for pool in values["engines"]]
+    assert settings["LORAFLEET_SERVED_MODEL_NAME"] == ",".join(served)
+    ranks = [
+        pool.get("maxLoraRank", values.get("engineDefaults", {}).get("maxLoraRank", 64))
+        for pool in values["engines"]
+    ]
+    assert settings["LORAFLEET_ENGINE_MAX_LORA_RANK"] == str(min(ranks))
+
+
+@pytest.mark.parametrize("name", [*CI_VALUES, "defaults"])
+def test_secrets_are_referenced_never_inlined(name: str) -> None:
+    manifests = rendered(name)
+    settings = gateway_settings(manifests)
+    assert not SECRET_SETTINGS & set(settings)
+    secrets = {s["metadata"]["name"] for s in of_kind(manifests, "Secret")}
+    external = {"lorafleet-db", "lorafleet-redis", "hf-token"}
+    for workload in [*of_kind(manifests, "Deployment"), *of_kind(manifests, "Job")]:
+        for item in container(workload).get("env", []):
+            if item["name"] in SECRET_SETTINGS | {"HF_TOKEN"}:
+                ref = item["valueFrom"]["secretKeyRef"]
+                assert ref["name"] in secrets | external
+                assert "value" not in item
+    text = json.dumps([m for m in manifests if m["kind"] != "Secret"])
+    assert not re.search(r"(postgres(ql)?|redis)://", text)
+
+
+def test_auth_secret_is_generated_once_and_kept() -> None:
+    manifests = rendered("defaults")
+    secret = named(manifests, "Secret", f"{RELEASE}-lorafleet-auth")
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert len(base64.b64decode(secret["data"]["admin-key"])) >= 32
+    assert len(base64.b64decode(secret["data"]["key-secret"])) >= 32
+
+
+def test_existing_auth_secret_is_used_as_is() -> None:
+    values = copy.deepcopy(DEFAULT_VALUES) | {"auth": {"existingSecret": "my-auth"}}
+    manifests = render(values)
+    assert not [s for s in of_kind(manifests, "Secret") if "auth" in s["metadata"]["name"]]
+    env = {e["name"]: e for e in container(gateway(manifests))["env"]}
+    assert env["LORAFLEET_ADMIN_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "my-auth",
+        "key": "admin-key",
+    }
+
+
+def test_gateway_scales_with_an_hpa_and_keeps_one_pod_through_drains() -> None:
+    manifests = rendered("gpu-llama3.1-8b-values.yaml")
+    deployment = gateway(manifests)
+    assert "replicas" not in deployment["spec"]  # the HPA owns it
+    (hpa,) = of_kind(manifests, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    assert hpa["spec"]["minReplicas"] >= 2
+    gateway_pdb = named(manifests, "PodDisruptionBudget", deployment["metadata"]["name"])
+    assert selects(gateway_pdb["spec"]["selector"]["matchLabels"], pod_labels(deployment))
+    assert gateway_pdb["spec"]["minAvailable"] == 1
+
+
+def test_cpu_demo_runs_one_gateway_without_hpa_or_pdb() -> None:
+    manifests = rendered("cpu-demo-values.yaml")
+    assert gateway(manifests)["spec"]["replicas"] == 1
+    assert not of_kind(manifests, "HorizontalPodAutoscaler")
+    assert not of_kind(manifests, "PodDisruptionBudget")
+
+
+# --- network policy ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [*CI_VALUES, "defaults"])
+def test_engines_accept_traffic_only_from_the_gateway(name: str) -> None:
+    manifests = rendered(name)
+    (policy,) = of_kind(manifests, "NetworkPolicy")
+    spec = policy["spec"]
+    assert spec["policyTypes"] == ["Ingress"]
+    selector = spec["podSelector"]["matchLabels"]
+    for deployment in engines(manifests):
+        assert selects(selector, pod_labels(deployment))
+    assert not selects(selector, pod_labels(gateway(manifests)))
+    rules = spec["ingress"]
+    assert all(rule.get("from") for rule in rules), "a rule without `from` admits everyone"
+    gateway_rule = rules[0]["from"]
+    assert len(gateway_rule) == 1 and set(gateway_rule[0]) == {"podSelector"}
+    assert selects(gateway_rule[0]["podSelector"]["matchLabels"], pod_labels(gateway(manifests)))
+    for deployment in engines(manifests):
+        assert not selects(gateway_rule[0]["podSelector"]["matchLabels"], pod_labels(deployment))
+    monitoring = load_values(name).get("monitoring", {}) if name != "defaults" else {}
+    scraped = monitoring.get("serviceMonitor", {}).get("enabled", False)
+    prometheus_rules = [r for r in rules[1:] if "namespaceSelector" in r["from"][0]]
+    assert len(prometheus_rules) == (1 if scraped else 0)
+    for rule in rules:
+        assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+
+
+# --- monitoring and autoscaling ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", GPU_VALUES)
+def test_service_monitor_scrapes_gateway_and_engines_once(name: str) -> None:
+    manifests = rendered(name)
+    (monitor,) = of_kind(manifests, "ServiceMonitor")
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    scraped = [
+        s for s in of_kind(manifests, "Service") if selects(selector, s["metadata"]["labels"])
+    ]
+    assert all(s["spec"].get("clusterIP") != "None" for s in scraped)
+    components = sorted(s["metadata"]["labels"]["app.kubernetes.io/component"] for s in scraped)
+    assert components == ["engine"] * len(engines(manifests)) + ["gateway"]
+    for service in scraped:
+        assert [p["name"] for p in service["spec"]["ports"]] == ["http"]
+
+
+def test_keda_scales_the_70b_pool_on_waiting_requests() -> None:
+    manifests = rendered("gpu-llama3.1-70b-tp4-values.yaml")
+    (scaled,) = of_kind(manifests, "ScaledObject")
+    (deployment,) = engines(manifests)
+    spec = scaled["spec"]
+    assert spec["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
+    assert "replicas" not in deployment["spec"]  # KEDA owns it
+    assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"] == 3
+    (trigger,) = spec["triggers"]
+    assert trigger["type"] == "prometheus"
+    meta = trigger["metadata"]
+    assert meta["serverAddress"].startswith("http")
+    assert meta["query"].startswith("sum(vllm:num_requests_waiting{")
+    assert 'model_name="llama-3.1-70b-instruct"' in meta["query"]
+    assert f'namespace="{NAMESPACE}"' in meta["query"]
+    assert float(meta["threshold"]) == 8  # KEDA reads thresholds as strings
+    assert isinstance(meta["threshold"], str)
+
+
+def test_no_scaled_object_without_keda() -> None:
+    assert not of_kind(rendered("gpu-llama3.1-8b-values.yaml"), "ScaledObject")
+
+
+def test_grafana_dashboard_covers_gateway_and_engine_metrics() -> None:
+    manifests = rendered("gpu-llama3.1-8b-values.yaml")
+    (config,) = [m for m in of_kind(manifests, "ConfigMap") if "dashboard" in m["metadata"]["name"]]
+    assert config["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(config["data"]["lorafleet.json"])
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
+    text = "\n".join(exprs)
+    assert "rate(lorafleet:requests_total" in text
+    ttft = (
+        "lorafleet:time_to_first_token_seconds_bucket",
+        "vllm:time_to_first_token_seconds_bucket",
+    )
+    for metric in ttft:
+        for quantile in ("0.5", "0.99"):
+            wanted = f"histogram_quantile({quantile}, "
+            assert any(metric in e and e.startswith(wanted) for e in exprs), (metric, quantile)
+    assert "rate(vllm:generation_tokens_total" in text
+    assert "rate(lorafleet:generation_tokens_total" in text
+    assert "vllm:num_requests_waiting" in text
+    assert "vllm:kv_cache_usage_perc" in text and "vllm:gpu_cache_usage_perc" in text
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+
+
+# --- trainer ----------------------------------------------------------------------------------
+
+
+def test_trainer_job_is_off_by_default() -> None:
+    assert not of_kind(rendered("defaults"), "Job")
+
+
+def test_trainer_job_trains_on_a_gpu_and_publishes_to_the_gateway() -> None:
+    manifests = rendered("gpu-llama3.1-70b-tp4-values.yaml")
+    (job,) = of_kind(manifests, "Job")
+    trainer = container(job)
+    assert trainer["command"] == ["lorafleet", "train"]
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    assert trainer["resources"]["requests"]["nvidia.com/gpu"] == 1
+    assert trainer["resources"]["limits"]["nvidia.com/gpu"] == 1
+    publish = trainer["args"][trainer["args"].index("--publish") + 1]
+    service = gateway(manifests)["metadata"]["name"]
+    assert publish == f"http://{service}.{NAMESPACE}.svc.cluster.local:8000"
+    env = {e["name"]: e for e in trainer["env"]}
+    assert "secretKeyRef" in env["LORAFLEET_ADMIN_KEY"]["valueFrom"]
+    assert mount_path(job, "adapters") == mount_path(gateway(manifests), "adapters")
+
+
+# --- values the chart refuses -----------------------------------------------------------------
+
+
+def _with(**changes: Any) -> dict[str, Any]:
+    values = copy.deepcopy(DEFAULT_VALUES)
+    values.update(changes)
+    return values
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (_with(engines=[{"name": "a", "model": "m", "servedModelName": "m", "gpus": 2}]), "gpus"),
+        (
+            _with(
+                engines=[
+                    {
+                        "name": "a",
+                        "model": "m",
+                        "servedModelName": "m",
+                        "startupProbe": {"failureThreshold": 10},
+                    }
+                ]
+            ),
+            "startupProbe",
+        ),
+        (
+            _with(
+                engines=[
+                    {"name": "a", "model": "m", "servedModelName": "m"},
+                    {"name": "a", "model": "n", "servedModelName": "n"},
+                ]
+            ),
+            "twice",
+        ),
+        (
+            _with(
+                engines=[
+                    {"name": "a", "model": "m", "servedModelName": "m", "maxLoras": 64},
+                ]
+            ),
+            "maxCpuLoras",
+        ),
+        ({}, "database"),
+        (_with(database={"url": "sqlite:////var/lib/lorafleet/registry.db"}), "SQLite"),
+    ],
+    ids=[
+        "gpus-not-tp-times-pp",
+        "short-startup-budget",
+        "duplicate-pool",
+        "cpu-lora-cache-below-max-loras",
+        "no-database",
+        "sqlite-with-replicas",
+    ],
+)
+def test_chart_refuses_values_that_cannot_work(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmRenderError, match=message):
+        render(values)
+
+
+def test_pool_entries_override_defaults_key_by_key_including_zero_and_false() -> None:
+    values = _with(
+        engineDefaults={"keda": {"enabled": True, "maxReplicas": 6}},
+        engines=[
+            {"name": "gpu", "model": "m", "servedModelName": "m"},
+            {
+                "name": "cpu",
+                "model": "n",
+                "servedModelName": "n",
+                "gpus": 0,
+                "keda": {"enabled": False},
+            },
+        ],
+    )
+    manifests = render(values)
+    pools = {d["metadata"]["labels"]["lorafleet.io/pool"]: d for d in engines(manifests)}
+    assert container(pools["gpu"])["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert "gpu" not in json.dumps(container(pools["cpu"])["resources"])
+    assert "replicas" not in pools["gpu"]["spec"] and pools["cpu"]["spec"]["replicas"] == 1
+    (scaled,) = of_kind(manifests, "ScaledObject")
+    assert scaled["spec"]["maxReplicaCount"] == 6  # defaults kept beside the entry's keys
+    settings = gateway_settings(manifests)
+    assert settings["LORAFLEET_SERVED_MODEL_NAME"] == "m,n"
+    assert len(settings["LORAFLEET_ENGINE_DISCOVERY"].split(",")) == 2

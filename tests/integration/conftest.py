@@ -1,0 +1,106 @@
+"""A real gateway + vLLM engine on the default model, started once per test session.
+
+Like TGI's launcher fixture: start `lorafleet serve` as a subprocess on free loopback ports,
+wait for `/ready`, and print the server's log if it never gets there or when a test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from openai import OpenAI
+
+MODEL = "smollm2-135m-instruct"
+STARTUP_TIMEOUT_S = 600
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+    engine_url: str | None = None
+
+    def log_tail(self, lines: int = 80) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def openai(self, **kwargs: object) -> OpenAI:
+        return OpenAI(base_url=f"{self.url}/v1", api_key="none", max_retries=0, **kwargs)  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_server(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> Server:
+    port = free_port()
+    command = [sys.executable, "-m", "lorafleet.cli", "serve", "--port", str(port), *args]
+    with log_path.open("wb") as log_file:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            command, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
+    return Server(process, f"http://127.0.0.1:{port}", log_path)
+
+
+def wait_ready(server: Server, timeout_s: float = STARTUP_TIMEOUT_S) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if server.process.poll() is not None:
+            pytest.fail(f"server exited with {server.process.returncode}:\n{server.log_tail()}")
+        try:
+            if httpx.get(f"{server.url}/ready", timeout=2).status_code == 200:
+                return time.monotonic() - started
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    server.stop()
+    pytest.fail(f"server not ready after {timeout_s}s:\n{server.log_tail()}")
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """`lorafleet serve` in local mode: it starts and supervises its own vLLM engine."""
+    engine_port = free_port()
+    env = {
+        "LORAFLEET_ENGINE_PORT_BASE": str(engine_port),
+        "LORAFLEET_ENGINE_KV_CACHE_GIB": "2",
+        "LORAFLEET_LOG_LEVEL": "info",
+    }
+    log_path = tmp_path_factory.mktemp("gateway") / "serve.log"
+    server = start_server([], log_path, env)
+    server.engine_url = f"http://127.0.0.1:{engine_port}"
+    seconds = wait_ready(server)
+    print(f"\n[gateway + engine ready in {seconds:.1f}s]")
+    yield server
+    server.stop()
+    assert server.process.returncode == 0, server.log_tail()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.failed and "gateway" in getattr(item, "funcargs", {}):
+        report.sections.append(("gateway log", item.funcargs["gateway"].log_tail()))
