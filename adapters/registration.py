@@ -143,7 +143,9 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
             try:
                 data = json.loads(file.read_text())
             except (OSError, ValueError) as exc:
-                raise AdapterValidationError(f"{name} is not valid JSON: {exc}", "bad_manifest") from exc
+                raise AdapterValidationError(
+                    f"{name} is not valid JSON: {exc}", "bad_manifest"
+                ) from exc
             return data if isinstance(data, dict) else None
     return None
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -66,11 +67,11 @@ class RegistryError(Exception):
     code = "registry_error"
 
 
-class AdapterNotFound(RegistryError):
+class AdapterNotFoundError(RegistryError):
     code = "adapter_not_found"
 
 
-class RegistryConflict(RegistryError):
+class RegistryConflictError(RegistryError):
     code = "conflict"
 
 
@@ -198,9 +199,9 @@ class AdapterRegistry:
                 {"n": name, "t": now},
             )
             current = self._load(conn, name)
-            if current and current.current and current.current.sha256 == facts.sha256:
-                if current.current.base_model == base_model:
-                    return current.current
+            head = current.current if current else None
+            if head and head.sha256 == facts.sha256 and head.base_model == base_model:
+                return head
             number = 1 + max((v.version for v in current.versions), default=0) if current else 1
             conn.execute(
                 sa.text(
@@ -241,10 +242,12 @@ class AdapterRegistry:
             if version is None:
                 older = [v for v in live if adapter.current_version and v < adapter.current_version]
                 if not older:
-                    raise RegistryConflict(f"adapter {name!r} has no earlier version to roll back to")
+                    raise RegistryConflictError(
+                        f"adapter {name!r} has no earlier version to roll back to"
+                    )
                 version = max(older)
             elif version not in live:
-                raise AdapterNotFound(f"adapter {name!r} has no registered version {version}")
+                raise AdapterNotFoundError(f"adapter {name!r} has no registered version {version}")
             self._set_alias(conn, name, version)
             result = self._load(conn, name)
             assert result is not None
@@ -261,7 +264,7 @@ class AdapterRegistry:
                 if v.state == REGISTERED and (version is None or v.version == version)
             ]
             if not targets:
-                raise AdapterNotFound(f"adapter {name}@{version} is not registered")
+                raise AdapterNotFoundError(f"adapter {name}@{version} is not registered")
             for number in targets:
                 conn.execute(
                     sa.text(
@@ -321,7 +324,7 @@ class AdapterRegistry:
     def _require(self, conn: Connection, name: str) -> Adapter:
         adapter = self._load(conn, name)
         if adapter is None or not adapter.versions:
-            raise AdapterNotFound(f"adapter {name!r} is not registered")
+            raise AdapterNotFoundError(f"adapter {name!r} is not registered")
         return adapter
 
     def _load(self, conn: Connection, name: str) -> Adapter | None:
@@ -369,6 +372,9 @@ def _make_engine(database_url: str) -> Engine:
     if database_url.startswith("postgresql://"):
         database_url = "postgresql+psycopg://" + database_url.removeprefix("postgresql://")
     if database_url.startswith("sqlite"):
+        database = sa.engine.make_url(database_url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(database_url, connect_args={"timeout": 30})
 
         @sa.event.listens_for(engine, "connect")

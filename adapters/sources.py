@@ -98,7 +98,7 @@ def _huggingface(source: str, policy: SourcePolicy, scratch: Path) -> FetchedAda
         snapshot_download(
             repo,
             revision=revision or None,
-            allow_patterns=list(STORED_FILES) + ["*.bin", "*.pt"],  # pickles: to refuse them
+            allow_patterns=[*STORED_FILES, "*.bin", "*.pt"],  # pickles: to refuse them
             local_dir=target,
         )
     except Exception as exc:  # huggingface_hub raises many types; all mean "unavailable"

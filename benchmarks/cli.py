@@ -41,6 +41,7 @@ def add_parser(subparsers: Any) -> None:
         )  # fmt: skip
         module.add_arguments(sub)
         add_common_arguments(sub)
+        sub.set_defaults(**getattr(module, "DEFAULTS", {}))
     readme = scenarios.add_parser("readme", help="rebuild the results README's headline table")
     readme.add_argument("results_dir", type=Path, nargs="?", default=Path("benchmarks/results"))
     readme.add_argument(

@@ -166,6 +166,14 @@ def hf_server(
     return ProcessSpec(name=name, argv=argv, port=port, ready_path="/health", ready_timeout_s=180.0)
 
 
+def fake_engine(port: int, *, ttft_ms: float, itl_ms: float, served_model_name: str, name: str = "fake-engine") -> ProcessSpec:
+    argv = [
+        sys.executable, "-m", "lorafleet.benchmarks.fake_server", "--port", str(port),
+        "--ttft-ms", str(ttft_ms), "--itl-ms", str(itl_ms), "--model", served_model_name,
+    ]  # fmt: skip
+    return ProcessSpec(name=name, argv=argv, port=port, ready_path="/health", ready_timeout_s=60.0)
+
+
 def _gib(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 

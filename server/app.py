@@ -26,8 +26,8 @@ from lorafleet.server.deps import Gateway
 from lorafleet.server.engine.pool import EnginePool
 from lorafleet.server.engine.supervisor import EngineSupervisor
 from lorafleet.server.engine.vllm_http import VLLMHttpEngine, make_timeout
-from lorafleet.server.lora import AdapterManager
 from lorafleet.server.errors import install_error_handlers
+from lorafleet.server.lora import AdapterManager
 from lorafleet.server.metrics import GatewayMetrics
 from lorafleet.server.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from lorafleet.server.routes import adapters as adapter_routes
@@ -45,8 +45,8 @@ def create_app(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
     engine_urls = supervisor.urls if supervisor else settings.engine_urls
-    if not engine_urls:
-        raise ValueError("no engines: set engine_urls (cluster mode) or pass a supervisor")
+    if not engine_urls and not settings.engine_discovery:
+        raise ValueError("no engines: set engine_urls or engine_discovery, or pass a supervisor")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Gateway]]:
@@ -84,10 +84,14 @@ def create_app(
                 await supervisor.start()
                 stack.push_async_callback(supervisor.stop)
             tasks = [
-                asyncio.create_task(pool.watch_health(settings.health_interval_s, adapters.reconcile))
+                asyncio.create_task(
+                    pool.watch_health(settings.health_interval_s, adapters.reconcile)
+                )
                 for pool in pools.values()
             ]
             tasks.append(asyncio.create_task(_watch_registry(gateway)))
+            if settings.engine_discovery:
+                tasks.append(asyncio.create_task(_discover(gateway, client)))
             stack.push_async_callback(_cancel, tasks)
             yield {"gateway": gateway}
             gateway.draining = True
@@ -139,6 +143,35 @@ async def _watch_registry(gateway: Gateway) -> None:
             for pool in gateway.pools.values():
                 for replica in pool.replicas:
                     await gateway.adapters.reconcile(replica)
+
+
+async def _discover(gateway: Gateway, client: httpx.AsyncClient) -> None:
+    """Resolve the headless Service names to pod IPs, now and every `discovery_interval_s`."""
+    settings = gateway.settings
+    pool = gateway.pools[settings.base_model_id]
+    while True:
+        resolved = [await _resolve(name) for name in settings.engine_discovery]
+        urls = sorted(
+            {url for found in resolved for url in found or ()} | set(settings.engine_urls)
+        )
+        # A DNS hiccup (None) keeps the current replicas rather than dropping them all.
+        if None not in resolved and urls != sorted(r.url for r in pool.replicas):
+            log.info("engine replicas for %s: %s", pool.base_model, ", ".join(urls) or "none")
+            pool.set_engines([VLLMHttpEngine(url, client) for url in urls])
+        await asyncio.sleep(settings.discovery_interval_s)
+
+
+async def _resolve(name: str) -> list[str] | None:
+    host, _, port = name.rpartition(":")
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, int(port), type=1)
+    except OSError as exc:
+        log.warning("cannot resolve %s: %s", name, exc)
+        return None
+    return [
+        f"http://[{info[4][0]}]:{port}" if ":" in str(info[4][0]) else f"http://{info[4][0]}:{port}"
+        for info in infos
+    ]
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:

@@ -235,7 +235,9 @@ class AdapterManager:
             current = self.lookup(placement.version.name)
             if wanted is None or (current is not None and current.engine_name != engine_name):
                 if placement.in_flight == 0 and placement.state != LoadState.LOADING:
-                    await self._unload(replica, engine_name, "removed" if wanted is None else "drained")
+                    await self._unload(
+                        replica, engine_name, "removed" if wanted is None else "drained"
+                    )
                 elif placement.state == LoadState.READY:
                     placement.state = LoadState.DRAINING
         if not replica.healthy:

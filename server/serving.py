@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from starlette.responses import Response, StreamingResponse
 
+from lorafleet.adapters.registry import AdapterVersion
 from lorafleet.server.engine.base import Endpoint, EngineStream
 from lorafleet.server.engine.pool import EnginePool, Replica
 from lorafleet.server.errors import EngineUnavailableError, LorafleetError, ModelNotFoundError

@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     # --- Engines -----------------------------------------------------------------------------
     # Cluster mode: engines already running elsewhere; the gateway starts none.
     engine_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Cluster mode on Kubernetes: `headless-service:port` names, resolved every
+    # `discovery_interval_s` to one engine per pod IP (replicas come and go with the Deployment).
+    engine_discovery: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    discovery_interval_s: float = Field(10.0, gt=0)
     # Local mode: how many engine processes to supervise, and their settings.
     replicas: int = Field(1, ge=1, le=16)
     engine_host: str = "127.0.0.1"
@@ -119,10 +123,19 @@ class Settings(BaseSettings):
     def _split_roots(cls, value: Any) -> Any:
         return _split_list(value, os.pathsep)
 
-    @field_validator("engine_urls", mode="before")
+    @field_validator("engine_urls", "engine_discovery", mode="before")
     @classmethod
     def _split_urls(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("engine_discovery")
+    @classmethod
+    def _check_discovery(cls, names: list[str]) -> list[str]:
+        for name in names:
+            host, _, port = name.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"engine_discovery entries are host:port, got {name!r}")
+        return names
 
     @field_validator("engine_extra_args", mode="before")
     @classmethod
@@ -138,10 +151,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_cluster_mode(self) -> Self:
-        if self.engine_urls and not self.served_model_name:
+        if not self.local_mode and not self.served_model_name:
             raise ValueError(
-                "engine_urls (cluster mode) needs served_model_name: the base model id the "
-                "engines serve (vLLM --served-model-name)"
+                "engine_urls or engine_discovery (cluster mode) needs served_model_name: the "
+                "base model id the engines serve (vLLM --served-model-name)"
             )
         return self
 
@@ -156,7 +169,7 @@ class Settings(BaseSettings):
     @property
     def local_mode(self) -> bool:
         """True when this process starts and supervises its own engines."""
-        return not self.engine_urls
+        return not self.engine_urls and not self.engine_discovery
 
     @property
     def base_model_id(self) -> str:

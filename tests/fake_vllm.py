@@ -28,8 +28,15 @@ class FakeVLLM:
     fail_status: int | None = None  # answer every inference request with this status
     stall_s: float = 0.0  # wait before answering
     break_after: int | None = None  # streamed events before the connection breaks
+    load_delay_s: float = 0.0
+    fail_loads: bool = False
+    loads: list[dict[str, Any]] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[httpx.Headers] = field(default_factory=list)
+
+    def restart(self) -> None:
+        """The engine process restarted: it forgot every adapter."""
+        self.models = {MODEL}
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
@@ -42,11 +49,18 @@ class FakeVLLM:
             return httpx.Response(200 if self.healthy else 503)
         if path == "/v1/models":
             data = [
-                {"id": m, "object": "model", "max_model_len": MAX_MODEL_LEN} for m in self.models
-            ]
+                {"id": m, "object": "model", "max_model_len": MAX_MODEL_LEN,
+                 "parent": None if m == MODEL else MODEL}
+                for m in sorted(self.models)
+            ]  # fmt: skip
             return httpx.Response(200, json={"object": "list", "data": data})
         if path == "/v1/load_lora_adapter":
-            self.models.add(json.loads(request.content)["lora_name"])
+            payload = json.loads(request.content)
+            self.loads.append(payload)
+            await asyncio.sleep(self.load_delay_s)
+            if self.fail_loads:
+                return _error(400, "cannot load adapter", None)
+            self.models.add(payload["lora_name"])
             return httpx.Response(200, text="ok")
         if path == "/v1/unload_lora_adapter":
             self.models.discard(json.loads(request.content)["lora_name"])

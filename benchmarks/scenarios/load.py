@@ -21,6 +21,7 @@ from lorafleet.benchmarks.scenarios.base import Arm, BenchContext, ScenarioError
 
 NAME = "load"
 HELP = "one load shape against any OpenAI endpoint (closed or open loop)"
+DEFAULTS = {"repeats": 1, "warmup": 0}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +48,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--adapter-assignment", choices=["round-robin", "random"], default="round-robin"
     )
-    parser.set_defaults(repeats=1, warmup=0)
 
 
 def run(ctx: BenchContext, args: argparse.Namespace) -> dict[str, Any]:

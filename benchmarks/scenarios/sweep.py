@@ -23,6 +23,7 @@ from lorafleet.benchmarks.scenarios.base import Arm, BenchContext, Workload, hea
 
 NAME = "sweep"
 HELP = "throughput-latency curve over concurrency (or request rate)"
+DEFAULTS = {"repeats": 1}  # a curve, not a comparison: one run per point unless asked
 KEYS = ("output_throughput", "max_output_tokens_per_s", "request_throughput", "median_ttft_ms", "p99_ttft_ms",
         "median_tpot_ms", "p99_tpot_ms", "median_itl_ms", "p99_itl_ms", "median_e2el_ms", "failed")  # fmt: skip
 
@@ -57,7 +58,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mem-bandwidth-gbs", type=float, default=None, help="skip measuring bandwidth"
     )
-    parser.set_defaults(repeats=1)  # a curve, not a comparison: one run per point unless asked
 
 
 def start_server(ctx: BenchContext, args: argparse.Namespace) -> str:

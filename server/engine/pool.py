@@ -71,6 +71,16 @@ class EnginePool:
         finally:
             replica.in_flight -= 1
 
+    def set_engines(self, engines: list[EngineClient]) -> list[EngineClient]:
+        """Replace the replica set (service discovery): keep replicas whose URL stays, add the
+        new ones (unhealthy until probed), drop the rest. Returns the dropped engines."""
+        wanted = {engine.url: engine for engine in engines}
+        kept = [replica for replica in self.replicas if replica.url in wanted]
+        known = {replica.url for replica in kept}
+        dropped = [r.engine for r in self.replicas if r.url not in wanted]
+        self.replicas = kept + [Replica(e) for url, e in wanted.items() if url not in known]
+        return dropped
+
     def mark_failed(self, replica: Replica) -> None:
         """A request could not reach the replica: stop routing to it until health says so."""
         if replica.healthy:

@@ -1,10 +1,10 @@
 """Adapter admin API: register, list, inspect, remove, roll back.
 
-    POST   /v1/adapters                      {"name", "source", "base_model"?} -> 201 record
-    GET    /v1/adapters                      every adapter with its versions
-    GET    /v1/adapters/{name}               one adapter, with per-engine load state
-    DELETE /v1/adapters/{name}[@{version}]   remove every version, or one
-    POST   /v1/adapters/{name}/rollback      {"version"?} point the alias back
+POST   /v1/adapters                      {"name", "source", "base_model"?} -> 201 record
+GET    /v1/adapters                      every adapter with its versions
+GET    /v1/adapters/{name}               one adapter, with per-engine load state
+DELETE /v1/adapters/{name}[@{version}]   remove every version, or one
+POST   /v1/adapters/{name}/rollback      {"version"?} point the alias back
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import JSONResponse
 
 from lorafleet.adapters.registration import register_adapter
-from lorafleet.adapters.registry import Adapter, AdapterNotFound, RegistryConflict
+from lorafleet.adapters.registry import Adapter, AdapterNotFoundError, RegistryConflictError
 from lorafleet.adapters.sources import SourceError
 from lorafleet.adapters.validation import AdapterValidationError
 from lorafleet.server.deps import GatewayDep
@@ -63,7 +63,10 @@ async def register(body: RegisterRequest, gateway: GatewayDep) -> JSONResponse:
 async def list_adapters(gateway: GatewayDep) -> dict[str, Any]:
     manager = _manager(gateway)
     snapshot = await _call(manager.registry.snapshot)
-    return {"object": "list", "data": [_adapter_json(a, manager) for a in snapshot.adapters.values()]}
+    return {
+        "object": "list",
+        "data": [_adapter_json(a, manager) for a in snapshot.adapters.values()],
+    }
 
 
 @router.get("/{name}")
@@ -100,9 +103,9 @@ async def _call(func: Callable[..., T], *args: Any) -> T:
     """Run a registry call in a worker thread, mapping its errors to API errors."""
     try:
         return await asyncio.to_thread(func, *args)
-    except AdapterNotFound as exc:
+    except AdapterNotFoundError as exc:
         raise NotFoundError(str(exc), code="adapter_not_found") from exc
-    except RegistryConflict as exc:
+    except RegistryConflictError as exc:
         raise ConflictError(str(exc)) from exc
     except SourceError as exc:
         cls = PermissionDeniedError if exc.code in _FORBIDDEN_SOURCE_CODES else InvalidRequestError

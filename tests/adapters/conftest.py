@@ -15,8 +15,13 @@ SMOL = ModelInfo(
         {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
     ),
     module_shapes={
-        "q_proj": (576, 576), "k_proj": (576, 192), "v_proj": (576, 192), "o_proj": (576, 576),
-        "gate_proj": (576, 1536), "up_proj": (576, 1536), "down_proj": (1536, 576),
+        "q_proj": (576, 576),
+        "k_proj": (576, 192),
+        "v_proj": (576, 192),
+        "o_proj": (576, 576),
+        "gate_proj": (576, 1536),
+        "up_proj": (576, 1536),
+        "down_proj": (1536, 576),
     },  # fmt: skip
     num_layers=30,
 )

@@ -12,9 +12,9 @@ import pytest
 
 from lorafleet.adapters.registry import (
     REMOVED,
-    AdapterNotFound,
+    AdapterNotFoundError,
     AdapterRegistry,
-    RegistryConflict,
+    RegistryConflictError,
 )
 from lorafleet.adapters.validation import AdapterFacts
 
@@ -76,10 +76,10 @@ def test_rollback_and_forward(registry: AdapterRegistry) -> None:
         add(registry, "a", n)
     assert registry.rollback("a").current_version == 2
     assert registry.rollback("a").current_version == 1
-    with pytest.raises(RegistryConflict):
+    with pytest.raises(RegistryConflictError):
         registry.rollback("a")
     assert registry.rollback("a", 3).current_version == 3
-    with pytest.raises(AdapterNotFound):
+    with pytest.raises(AdapterNotFoundError):
         registry.rollback("a", 9)
 
 
@@ -89,7 +89,7 @@ def test_remove_one_version_moves_the_alias(registry: AdapterRegistry) -> None:
     adapter = registry.remove("a", 2)
     assert adapter.current_version == 1
     assert adapter.version(2) is not None and adapter.version(2).state == REMOVED  # type: ignore[union-attr]
-    with pytest.raises(AdapterNotFound):
+    with pytest.raises(AdapterNotFoundError):
         registry.remove("a", 2)
 
 
@@ -103,9 +103,9 @@ def test_remove_all_versions(registry: AdapterRegistry) -> None:
 
 
 def test_unknown_adapter(registry: AdapterRegistry) -> None:
-    with pytest.raises(AdapterNotFound):
+    with pytest.raises(AdapterNotFoundError):
         registry.get("nope")
-    with pytest.raises(AdapterNotFound):
+    with pytest.raises(AdapterNotFoundError):
         registry.remove("nope")
 
 
@@ -148,6 +148,6 @@ def test_concurrent_registrations_get_distinct_versions(database_url: str) -> No
 def test_a_failed_write_changes_nothing(registry: AdapterRegistry) -> None:
     add(registry, "a", 1)
     before = registry.snapshot()
-    with pytest.raises(AdapterNotFound):
+    with pytest.raises(AdapterNotFoundError):
         registry.rollback("a", 7)
     assert registry.snapshot() == before

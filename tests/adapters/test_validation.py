@@ -27,7 +27,9 @@ def test_same_content_same_hash(tmp_path: Path, smol: ModelInfo) -> None:
     a = make_lora_dir(tmp_path / "a", smol, layers=range(1))
     b = make_lora_dir(tmp_path / "b", smol, layers=range(1))
     c = make_lora_dir(tmp_path / "c", smol, layers=range(1), seed=1)
-    hash_a, hash_b, hash_c = (validate_adapter_dir(p, base=smol, max_rank=16).sha256 for p in (a, b, c))
+    hash_a, hash_b, hash_c = (
+        validate_adapter_dir(p, base=smol, max_rank=16).sha256 for p in (a, b, c)
+    )
     assert hash_a == hash_b != hash_c
 
 

@@ -36,6 +36,7 @@ class Server:
     url: str
     log_path: Path
     engine_url: str | None = None
+    adapter_root: Path | None = None
 
     def log_tail(self, lines: int = 80) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -83,14 +84,23 @@ def wait_ready(server: Server, timeout_s: float = STARTUP_TIMEOUT_S) -> float:
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """`lorafleet serve` in local mode: it starts and supervises its own vLLM engine."""
     engine_port = free_port()
+    state = tmp_path_factory.mktemp("gateway")
+    adapter_root = tmp_path_factory.getbasetemp() / "adapter-sources"
+    adapter_root.mkdir(exist_ok=True)
     env = {
         "LORAFLEET_ENGINE_PORT_BASE": str(engine_port),
         "LORAFLEET_ENGINE_KV_CACHE_GIB": "2",
         "LORAFLEET_LOG_LEVEL": "info",
+        # A registry and store of its own: never the user's ~/.cache/lorafleet state.
+        "LORAFLEET_DATABASE_URL": f"sqlite:///{state / 'registry.db'}",
+        "LORAFLEET_ADAPTER_STORE": str(state / "adapter-store"),
+        "LORAFLEET_ADAPTER_ROOTS": str(adapter_root),
+        "LORAFLEET_RECONCILE_INTERVAL_S": "2",
     }
-    log_path = tmp_path_factory.mktemp("gateway") / "serve.log"
+    log_path = state / "serve.log"
     server = start_server([], log_path, env)
     server.engine_url = f"http://127.0.0.1:{engine_port}"
+    server.adapter_root = adapter_root
     seconds = wait_ready(server)
     print(f"\n[gateway + engine ready in {seconds:.1f}s]")
     yield server

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,12 @@ from lorafleet.server.app import create_app
 from lorafleet.server.settings import Settings
 from tests.fake_vllm import MODEL, FakeVLLM
 
+SMOL_CONFIG = {
+    "model_type": "llama", "hidden_size": 576, "intermediate_size": 1536,
+    "num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64,
+    "num_hidden_layers": 30, "max_position_embeddings": 8192,
+}  # fmt: skip
+
 
 @pytest.fixture
 def engine() -> FakeVLLM:
@@ -18,12 +25,33 @@ def engine() -> FakeVLLM:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def base_model_dir(tmp_path: Path) -> Path:
+    """A base model directory with SmolLM2's config.json (validation reads nothing else)."""
+    path = tmp_path / "base-model"
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps(SMOL_CONFIG))
+    (path / "model.safetensors").write_bytes(b"")
+    return path
+
+
+@pytest.fixture
+def adapter_root(tmp_path: Path) -> Path:
+    root = tmp_path / "adapters-src"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def settings(tmp_path: Path, base_model_dir: Path, adapter_root: Path) -> Settings:
     return Settings(
         engine_urls=["http://engine-0:8000"],
         served_model_name=MODEL,
+        model=str(base_model_dir),
         health_interval_s=0.05,
-        cache_dir=tmp_path,
+        cache_dir=tmp_path / "cache",
+        adapter_roots=[adapter_root],
+        registry_poll_s=0.05,
+        reconcile_interval_s=0.2,
         max_body_bytes=64 * 1024,
     )
 

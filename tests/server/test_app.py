@@ -255,3 +255,21 @@ def test_openapi_schema_states_the_caps(client: TestClient) -> None:
     chat = schema["components"]["schemas"]["ChatCompletionRequest"]["properties"]
     assert chat["n"]["anyOf"][0]["maximum"] == 16
     assert chat["messages"]["maxItems"] == 2048
+
+
+def test_engines_found_through_service_discovery(settings: Any, engine: FakeVLLM) -> None:
+    from lorafleet.server.app import create_app
+    from tests.server.conftest import wait_ready
+
+    discovered = settings.model_copy(
+        update={
+            "engine_urls": [],
+            "engine_discovery": ["localhost:8000"],
+            "discovery_interval_s": 0.05,
+        }
+    )
+    with TestClient(create_app(discovered, transport=engine.transport())) as client:
+        wait_ready(client)
+        assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
+        ready = client.get("/ready").json()
+        assert ready["models"] == {MODEL: True}
