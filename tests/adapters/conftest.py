@@ -22,7 +22,7 @@ SMOL = ModelInfo(
         "gate_proj": (576, 1536),
         "up_proj": (576, 1536),
         "down_proj": (1536, 576),
-    },  # fmt: skip
+    },
     num_layers=30,
 )
 
