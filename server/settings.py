@@ -89,7 +89,6 @@ class Settings(BaseSettings):
     engine_max_lora_rank: int = Field(16, ge=1, le=512)
     engine_cpu_threads: str | None = None  # OMP core binding, e.g. "0-1"; default: all cores
     engine_extra_args: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    engine_startup_timeout_s: float = Field(900.0, gt=0)
     engine_restart_backoff_s: float = Field(2.0, ge=0)
 
     # --- Adapters ----------------------------------------------------------------------------

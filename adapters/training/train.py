@@ -262,6 +262,8 @@ def save_adapter(model: Any, run: PreparedRun, metrics: TrainingMetrics) -> Path
         model.save_pretrained(staging, safe_serialization=True)
         facts = validate_adapter_dir(staging, base=run.base, max_rank=run.config.max_lora_rank)
         write_manifest(staging, build_manifest(run, metrics, facts))
+        for file in staging.iterdir():  # PEFT and mkstemp write 0600; the gateway may be another user
+            file.chmod(0o644)
         if output.exists():  # --overwrite was checked in prepare()
             shutil.rmtree(output)
         staging.rename(output)

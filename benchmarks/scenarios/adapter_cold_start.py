@@ -16,7 +16,6 @@ Roles: `lora-engine` (vLLM with --enable-lora), `gateway` (lorafleet in front of
 from __future__ import annotations
 
 import argparse
-import asyncio
 import shutil
 import tempfile
 import time
@@ -27,7 +26,7 @@ from typing import Any
 import httpx
 
 from lorafleet.benchmarks.lora_adapters import DEFAULT_TARGETS, make_adapters
-from lorafleet.benchmarks.loadgen import LoadResult, run_load
+from lorafleet.benchmarks.loadgen import LoadResult, run_async, run_load
 from lorafleet.benchmarks.metrics import percentile
 from lorafleet.benchmarks.processes import find_free_port, gateway_process, vllm_engine
 from lorafleet.benchmarks.scenarios.base import (
@@ -137,7 +136,7 @@ def _load(
 ) -> list[float]:
     arm = Arm(label, url, model, workload)
     config = ctx.load_config(arm, seed, label)
-    return _ttfts(asyncio.run(run_load(config, ctx.requests(workload, seed))))
+    return _ttfts(run_async(run_load(config, ctx.requests(workload, seed))))
 
 
 def _measure(

@@ -9,7 +9,6 @@ drift of a shared machine lands on both sides. Each run's prompts come from a se
 from __future__ import annotations
 
 import argparse
-import asyncio
 import math
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import orjson
 
 from lorafleet.benchmarks import datasets
 from lorafleet.benchmarks.environment import environment_block, load_average, now_iso
-from lorafleet.benchmarks.loadgen import Endpoint, LoadConfig, LoadResult, run_load
+from lorafleet.benchmarks.loadgen import Endpoint, LoadConfig, LoadResult, run_async, run_load
 from lorafleet.benchmarks.metrics import compute_metrics
 from lorafleet.benchmarks.processes import ManagedProcess, ProcessStack, VllmOptions
 from lorafleet.benchmarks.stats import paired, summarize_runs
@@ -219,7 +218,7 @@ class BenchContext:
         config = self.load_config(
             arm, seed=self.options.seed + 99_991, label=f"warm-up {arm.name}", workload=workload
         )
-        result = asyncio.run(run_load(config, self.requests(workload, config.seed)))
+        result = run_async(run_load(config, self.requests(workload, config.seed)))
         failed = [r.error for r in result.records if not r.success]
         if failed:
             raise ScenarioError(f"warm-up of {arm.name} at {arm.base_url} failed: {failed[0]}")
@@ -231,7 +230,7 @@ class BenchContext:
         specs = self.requests(arm.workload, seed)
         cpu_before = {name: p.cpu_seconds() for name, p in arm.metered.items()}
         load_before = load_average()
-        result = asyncio.run(run_load(config, specs))
+        result = run_async(run_load(config, specs))
         cpu_after = {name: p.cpu_seconds() for name, p in arm.metered.items()}
         run = self.summarize(result, arm, repeat, seed)
         run["load_average_before"] = load_before

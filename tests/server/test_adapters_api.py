@@ -219,3 +219,21 @@ def test_stored_copy_is_immutable(client: TestClient, engine: FakeVLLM, make_ada
     chat(client, "m")
     stored = Path(engine.loads[0]["lora_path"])
     assert json.loads((stored / "adapter_config.json").read_text())["r"] == record["rank"]
+
+
+def test_adapters_declared_in_the_config_are_registered_at_start(
+    settings: Any, engine: FakeVLLM, make_adapter: Any
+) -> None:
+    from lorafleet.server.app import create_app
+    from lorafleet.server.settings import AdapterDeclaration
+    from tests.server.conftest import wait_ready
+
+    path = make_adapter("declared")
+    declared = settings.model_copy(
+        update={"adapters": [AdapterDeclaration(name="declared", source=str(path))]}
+    )
+    for _ in range(2):  # a restart registers nothing new: same content, same version
+        with TestClient(create_app(declared, transport=engine.transport())) as client:
+            wait_ready(client)
+            assert chat(client, "declared").status_code == 200
+            assert client.get("/v1/adapters/declared").json()["current_version"] == 1

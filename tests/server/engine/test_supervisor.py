@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lorafleet.server.engine import supervisor
+from lorafleet.server.engine.supervisor import EngineSpec, resolve_dtype, split_cores
+
+
+def spec(**changes: object) -> EngineSpec:
+    values: dict[str, object] = dict(
+        model_dir=Path("/m"), served_model_name="base", host="127.0.0.1", port=8100,
+        dtype="float32", max_model_len=2048, max_num_seqs=64, kv_cache_gib=4.0,
+        enable_lora=True, max_loras=4, max_lora_rank=16, cpu_threads="0-1",
+    )  # fmt: skip
+    values.update(changes)
+    return EngineSpec(**values)  # type: ignore[arg-type]
+
+
+def test_command_runs_the_vllm_module_not_the_console_script() -> None:
+    command = spec().command()
+    assert command[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    flags = dict(zip(command[3::2], command[4::2], strict=False))
+    assert flags["--dtype"] == "float32"
+    assert flags["--served-model-name"] == "base"
+    assert "--enable-lora" in command
+    assert command[command.index("--max-lora-rank") + 1] == "16"
+    assert "--enable-lora" not in spec(enable_lora=False).command()
+    assert spec(extra_args=("--seed", "1")).command()[-2:] == ["--seed", "1"]
+
+
+def test_environment_binds_cores_and_allows_runtime_lora() -> None:
+    env = spec().environment({"PATH": "/bin"})
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] == "0-1"
+    assert env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == "4"
+    assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    assert env["PATH"] == "/bin"
+    assert spec(kv_cache_gib=2.5).environment({})["VLLM_CPU_KVCACHE_SPACE"] == "2.5"
+
+
+def test_cores_are_split_between_replicas() -> None:
+    assert split_cores(1, cores=2) == ["0-1"]
+    assert split_cores(2, cores=2) == ["0", "1"]
+    assert split_cores(2, cores=8) == ["0-3", "4-7"]
+    assert split_cores(3, cores=2) == ["0", "1", "0"]
+
+
+def test_dtype_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve_dtype("bfloat16") == "bfloat16"
+    monkeypatch.setattr(supervisor, "has_cuda_device", lambda: False)
+    monkeypatch.setattr(supervisor, "cpu_flags", lambda: {"avx2"})
+    assert resolve_dtype("auto") == "float32"
+    monkeypatch.setattr(supervisor, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    assert resolve_dtype("auto") == "bfloat16"
+    monkeypatch.setattr(supervisor, "has_cuda_device", lambda: True)
+    assert resolve_dtype("auto") == "auto"

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from lorafleet.server.settings import Settings, load_settings
+
+
+def test_defaults_are_local_mode_on_the_default_model() -> None:
+    settings = Settings()
+    assert settings.local_mode
+    assert settings.base_model_id == "smollm2-135m-instruct"
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+
+
+def test_precedence_flags_over_env_over_yaml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "serve.yaml"
+    config.write_text("port: 9000\nlog_level: debug\nengine_max_loras: 8\n")
+    monkeypatch.setenv("LORAFLEET_LOG_LEVEL", "warning")
+    settings = load_settings(config, port=9100, host=None)
+    assert settings.port == 9100  # flag
+    assert settings.log_level == "warning"  # env beats the file
+    assert settings.engine_max_loras == 8  # file
+    assert settings.host == "127.0.0.1"  # unset flag: default
+
+
+def test_env_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LORAFLEET_ENGINE_URLS", "http://a:8000/, http://b:8000")
+    monkeypatch.setenv("LORAFLEET_SERVED_MODEL_NAME", "m")
+    monkeypatch.setenv("LORAFLEET_ADAPTER_ROOTS", "/srv/a:/srv/b")
+    settings = Settings()
+    assert settings.engine_urls == ["http://a:8000", "http://b:8000"]
+    assert settings.adapter_roots == [Path("/srv/a"), Path("/srv/b")]
+    assert not settings.local_mode
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"engine_urls": ["not a url"], "served_model_name": "m"},
+        {"engine_urls": ["http://a:8000"]},  # cluster mode needs the served model name
+        {"engine_discovery": ["no-port"], "served_model_name": "m"},
+        {"port": 0},
+        {"log_level": "loud"},
+        {"no_such_setting": 1},
+    ],
+)
+def test_bad_settings_are_refused(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        Settings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_unknown_keys_in_the_file_are_refused(tmp_path: Path) -> None:
+    config = tmp_path / "serve.yaml"
+    config.write_text("prot: 9000\n")
+    with pytest.raises(ValidationError):
+        load_settings(config)
+    with pytest.raises(FileNotFoundError):
+        load_settings(tmp_path / "missing.yaml")
