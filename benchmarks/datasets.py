@@ -4,8 +4,8 @@
     chat_file_dataset(Path("prompts.jsonl"), 64, output_len=64, seed=0)
 
 Random prompts are built from words that are each one token of the target tokenizer (a
-space-prefixed, lower-case, alphabetic BPE token), so a prompt of N words is N tokens and the
-input length is exact; the server's `usage` reports the count it saw either way. Without a
+space-prefixed, lower-case, alphabetic BPE token; the first word also one token without its
+space), so a prompt of N words is N tokens and the input length is exact; the server's `usage` reports the count it saw either way. Without a
 tokenizer a built-in word list gives approximately N tokens. Output length is fixed by sending
 `max_tokens` = `min_tokens` = N with `ignore_eos` (see loadgen), as `vllm bench serve` does.
 
@@ -45,6 +45,10 @@ class WordSource(Protocol):
 
     def words(self) -> Sequence[str]: ...
 
+    def first_words(self) -> Sequence[str]:
+        """Words that are one token also without the leading space (to open a prompt)."""
+        ...
+
 
 # Common English words; most are one token in Llama/GPT-style BPE vocabularies.
 _FALLBACK_WORDS = (
@@ -74,30 +78,33 @@ class FallbackWords:
     def words(self) -> Sequence[str]:
         return _FALLBACK_WORDS
 
+    def first_words(self) -> Sequence[str]:
+        return _FALLBACK_WORDS
+
 
 @dataclass(frozen=True)
 class TokenizerWords:
     """Single-token words of a Hugging Face `tokenizer.json` (byte-level BPE, `Ġ` = space)."""
 
     vocabulary: tuple[str, ...]
+    openers: tuple[str, ...] = ()
     exact: bool = True
 
     @classmethod
     def from_dir(cls, model_dir: Path) -> TokenizerWords:
         from tokenizers import Tokenizer
 
-        tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-        words = sorted(
-            token[1:]
-            for token in tokenizer.get_vocab()
-            if token.startswith("Ġ") and _plain_word(token[1:])
-        )
+        vocab = Tokenizer.from_file(str(model_dir / "tokenizer.json")).get_vocab()
+        words = sorted(t[1:] for t in vocab if t.startswith("Ġ") and _plain_word(t[1:]))
         if len(words) < 100:  # not a byte-level BPE vocabulary: lengths would not be exact
             return cls(vocabulary=tuple(_FALLBACK_WORDS), exact=False)
-        return cls(vocabulary=tuple(words))
+        return cls(vocabulary=tuple(words), openers=tuple(w for w in words if w in vocab))
 
     def words(self) -> Sequence[str]:
         return self.vocabulary
+
+    def first_words(self) -> Sequence[str]:
+        return self.openers or self.vocabulary
 
 
 def _plain_word(text: str) -> bool:
@@ -128,12 +135,13 @@ def random_dataset(
     if count < 1 or input_len < 1 or output_len < 1:
         raise ValueError("count, input_len and output_len must be positive")
     source = words or FallbackWords()
-    vocabulary = source.words()
+    vocabulary, openers = source.words(), source.first_words()
     rng = random.Random(seed)
     lengths = output_lengths(count, output_len, output_range_ratio, rng)
     specs = []
     for length in lengths:
-        prompt = " ".join(rng.choice(vocabulary) for _ in range(input_len))
+        chosen = [rng.choice(openers)] + [rng.choice(vocabulary) for _ in range(input_len - 1)]
+        prompt = " ".join(chosen)
         specs.append(
             RequestSpec(
                 prompt=prompt, output_len=length, prompt_len=input_len if source.exact else -1

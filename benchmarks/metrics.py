@@ -72,7 +72,7 @@ def tpot(record: RequestRecord) -> float:
 
 def meets_slos(record: RequestRecord, slos_ms: dict[str, float]) -> bool:
     measured = {"ttft": record.ttft, "tpot": tpot(record), "e2el": record.latency}
-    return all(measured[name] * 1000.0 <= limit for name, limit in slos_ms.items())
+    return all(measured[name] <= limit / 1000.0 for name, limit in slos_ms.items())  # as vLLM
 
 
 def peak_output_rate(records: Sequence[RequestRecord]) -> tuple[float, int]:

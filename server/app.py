@@ -20,11 +20,12 @@ import httpx
 from fastapi import FastAPI
 
 from lorafleet import __version__
+from lorafleet.adapters.guard import write_guard_adapter
 from lorafleet.adapters.registration import register_adapter
 from lorafleet.adapters.registry import AdapterRegistry
 from lorafleet.server.deps import Gateway
 from lorafleet.server.engine.pool import EnginePool
-from lorafleet.server.engine.supervisor import EngineSupervisor
+from lorafleet.server.engine.supervisor import EngineSupervisor, has_cuda_device
 from lorafleet.server.engine.vllm_http import VLLMHttpEngine, make_timeout
 from lorafleet.server.errors import install_error_handlers
 from lorafleet.server.lora import AdapterManager
@@ -79,6 +80,8 @@ def create_app(
             stack.callback(registry.close)
             stack.push_async_callback(client.aclose)
             await _register_declared(gateway)
+            if _wants_guard(settings, supervisor):
+                await asyncio.to_thread(_install_guard, gateway)
             await adapters.refresh(force=True)
             if supervisor is not None:
                 await supervisor.start()
@@ -110,6 +113,21 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+def _wants_guard(settings: Settings, supervisor: EngineSupervisor | None) -> bool:
+    if settings.base_guard != "auto":
+        return settings.base_guard == "on"
+    # Local CPU engines are known to need it; cluster engines may be GPUs: opt in there.
+    return settings.engine_enable_lora and supervisor is not None and not has_cuda_device()
+
+
+def _install_guard(gateway: Gateway) -> None:
+    base = gateway.registration_rules().bases[0]
+    directory = gateway.settings.store_dir / "_base-guard" / base.model_id
+    gateway.adapters.set_guard(
+        base.model_id, write_guard_adapter(directory, base.info, base.model_id)
+    )
 
 
 async def _register_declared(gateway: Gateway) -> None:

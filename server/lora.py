@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -102,6 +103,7 @@ class AdapterManager:
         self.load_timeout_s = load_timeout_s
         self.max_per_replica = max_per_replica
         self.snapshot = Snapshot(generation=-1, adapters={})
+        self.guard: AdapterVersion | None = None  # see lorafleet.adapters.guard
         self._placements: dict[str, OrderedDict[str, Placement]] = {}  # replica url -> name@v
 
     # --- desired state -----------------------------------------------------------------------
@@ -133,6 +135,19 @@ class AdapterManager:
         else:
             version = adapter.current
         return version if version is not None and version.state == REGISTERED else None
+
+    def set_guard(self, base_model_id: str, path: Path) -> None:
+        """Route base requests through the all-zero adapter at `path` (engine name
+        `<base>@0`: no client can ask for it, registry names never equal a base id)."""
+        self.guard = AdapterVersion(
+            name=base_model_id, version=0, source="lorafleet:base-guard", path=str(path),
+            sha256="0" * 64, base_model=base_model_id, rank=1, alpha=1.0,
+            target_modules=("q_proj",), size_bytes=0, state=REGISTERED, created_at=time.time(),
+        )  # fmt: skip
+
+    def guard_for(self, base_model_id: str) -> AdapterVersion | None:
+        guard = self.guard
+        return guard if guard is not None and guard.base_model == base_model_id else None
 
     def servable(self) -> list[AdapterVersion]:
         """The alias targets: what `/v1/models` lists."""
@@ -208,7 +223,7 @@ class AdapterManager:
             idle = [
                 name
                 for name, p in placements.items()
-                if p.in_flight == 0 and p.state != LoadState.LOADING
+                if p.in_flight == 0 and p.state != LoadState.LOADING and p.version is not self.guard
             ]
             if not idle:
                 return  # every adapter is busy: go over budget rather than fail requests
@@ -231,6 +246,8 @@ class AdapterManager:
         placements = self.placements(replica)
         # Versions no longer wanted: drain, then unload once idle.
         for engine_name, placement in list(placements.items()):
+            if placement.version is self.guard:
+                continue  # the base guard stays as long as the engine does
             wanted = self.lookup(engine_name)
             current = self.lookup(placement.version.name)
             if wanted is None or (current is not None and current.engine_name != engine_name):
@@ -257,7 +274,12 @@ class AdapterManager:
                     await self.ensure_loaded(placement.version, replica)
                 except LorafleetError as exc:
                     log.warning("reloading %s failed: %s", engine_name, exc)
-        for engine_name in on_engine - set(placements):
+        if self.guard is not None and self.guard.engine_name not in placements:
+            try:  # load the guard before any adapter request can share a batch with the base
+                await self.ensure_loaded(self.guard, replica)
+            except LorafleetError as exc:
+                log.warning("loading the base guard on %s failed: %s", replica.url, exc)
+        for engine_name in on_engine - set(placements) - {self.guard and self.guard.engine_name}:
             version = self.lookup(engine_name)
             if version is not None and "@" in engine_name:
                 placements[engine_name] = Placement(version, LoadState.READY)  # adopt it

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +42,15 @@ class Target:
     engine_model: str
     pool: EnginePool
     adapter: AdapterVersion | None = None
+    rename: str | None = None  # report this as `model` instead of the engine's name
+
+    def renamer(self) -> Callable[[bytes], bytes]:
+        """Rewrites `"model":"<engine name>"` in the engine's JSON (no parse: a bytes replace)."""
+        if self.rename is None:
+            return _same
+        old = b'"model":"' + self.engine_model.encode() + b'"'
+        new = b'"model":"' + self.rename.encode() + b'"'
+        return lambda data: data.replace(old, new, 1)
 
 
 class ModelResolver:
@@ -58,6 +67,9 @@ class ModelResolver:
     async def resolve(self, model: str) -> Target:
         pool = self._pools.get(model)
         if pool is not None:
+            guard = self.adapters.guard_for(model) if self.adapters else None
+            if guard is not None:  # see lorafleet.adapters.guard: vLLM CPU mixes batches wrong
+                return Target(model, guard.engine_name, pool, guard, rename=model)
             return Target(label=model, engine_model=model, pool=pool)
         version = self.adapters.lookup(model) if self.adapters else None
         if version is None or version.base_model not in self._pools:
@@ -137,7 +149,7 @@ class InferenceService:
             self.metrics.requests.labels(target.label, status).inc()
         self._record_usage(target.label, result.body.get("usage"))
         self.metrics.e2e_latency.labels(target.label).observe(time.perf_counter() - started)
-        return Response(result.raw, media_type="application/json")
+        return Response(target.renamer()(result.raw), media_type="application/json")
 
     async def _stream(
         self, endpoint: Endpoint, body: dict[str, Any], target: Target,
@@ -160,6 +172,7 @@ class InferenceService:
         started: float,
     ) -> AsyncIterator[bytes]:  # fmt: skip
         label = target.label
+        rename = target.renamer()
         status = "200"
         first = True
         gauge = self.metrics.in_flight.labels(label)
@@ -176,7 +189,7 @@ class InferenceService:
                             self._record_usage(label, chunk["usage"])
                             if not wants_usage:
                                 continue
-                    yield event
+                    yield rename(event)
         except LorafleetError as exc:
             # The status line is gone: the error travels as the stream's last event.
             status = str(exc.status)
@@ -205,6 +218,10 @@ class InferenceService:
                 int(usage.get("prompt_tokens") or 0),
                 int(usage.get("completion_tokens") or 0),
             )
+
+
+def _same(data: bytes) -> bytes:
+    return data
 
 
 def _parse_event(event: bytes) -> dict[str, Any]:

@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     allow_hf_sources: bool = True
     s3_enabled: bool = False
     s3_endpoint_url: str | None = None
+    # Route base requests through an all-zero adapter (lorafleet.adapters.guard): "auto" turns
+    # it on for CPU engines with LoRA, whose kernels give base rows of mixed batches an adapter.
+    base_guard: Literal["auto", "on", "off"] = "auto"
     max_adapters_per_engine: int = Field(32, ge=1)
     adapter_load_timeout_s: float = Field(120.0, gt=0)
     reconcile_interval_s: float = Field(10.0, gt=0)

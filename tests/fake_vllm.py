@@ -134,7 +134,7 @@ class FakeVLLM:
                 "choices": choices,
                 **extra,
             }
-            return b"data: " + json.dumps(payload).encode() + b"\n\n"
+            return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
         events = []
         if chat:

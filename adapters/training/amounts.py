@@ -1,3 +1,5 @@
+# Russian court text is the point of this file: Cyrillic letters are not look-alike typos.
+# ruff: noqa: RUF001
 """Money amounts in the formats court documents and their translations use, and back.
 
 `format_amount` writes kopecks (an int, so no float rounding) in one of the named styles;

@@ -71,7 +71,9 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 def train_main(args: argparse.Namespace) -> int:
@@ -120,7 +122,9 @@ def merge_main(args: argparse.Namespace) -> int:
 
     _setup_logging()
     try:
-        path = merge_adapter(args.adapter, args.output, base_model=args.base_model, dtype=args.dtype)
+        path = merge_adapter(
+            args.adapter, args.output, base_model=args.base_model, dtype=args.dtype
+        )
     except (MergeError, ModelFetchError, OSError) as exc:
         print(f"lorafleet merge: {exc}", file=sys.stderr)
         return 1

@@ -53,6 +53,9 @@ class TrainConfig:
     grad_accum: int = _f(1, "forward passes per optimizer step")
     max_length: int = _f(512, "tokens per example; longer ones are truncated")
     seed: int = _f(42, "seed for data order, dropout and LoRA init")
+    max_minutes: float | None = _f(
+        None, "stop (and save) after this much training time; pairs with a constant schedule"
+    )
     # --- LoRA
     lora_r: int = _f(16, "LoRA rank")
     lora_alpha: int = _f(32, "LoRA alpha (scale = alpha / r)")
@@ -123,10 +126,15 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         kind = _scalar_type(name)
         help_text = f"{fld.metadata['help']} (default: {fld.default})"
         if name == "resume":
-            parser.add_argument(flag, nargs="?", const="latest", default=argparse.SUPPRESS, help=help_text)
+            parser.add_argument(
+                flag, nargs="?", const="latest", default=argparse.SUPPRESS, help=help_text
+            )
         elif kind is bool:
             parser.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=help_text,
             )
         else:
             parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=help_text)
@@ -193,7 +201,9 @@ def validate(config: TrainConfig) -> None:
         if getattr(config, name) < 1:
             raise ConfigError(f"{name} must be at least 1, got {getattr(config, name)}")
     if config.max_steps == 0 or config.max_steps < -1:
-        raise ConfigError(f"max_steps must be -1 (use --epochs) or positive, got {config.max_steps}")
+        raise ConfigError(
+            f"max_steps must be -1 (use --epochs) or positive, got {config.max_steps}"
+        )
     if config.max_steps == -1 and config.epochs <= 0:
         raise ConfigError(f"epochs must be positive, got {config.epochs}")
     if config.lora_r > config.max_lora_rank:
@@ -204,7 +214,11 @@ def validate(config: TrainConfig) -> None:
     if not 0.0 <= config.lora_dropout < 1.0 or not 0.0 <= config.warmup_ratio < 1.0:
         raise ConfigError("lora_dropout and warmup_ratio must be in [0, 1)")
     if config.precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
+        raise ConfigError(
+            f"precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}"
+        )
+    if config.max_minutes is not None and config.max_minutes <= 0:
+        raise ConfigError(f"max_minutes must be positive, got {config.max_minutes}")
     if config.learning_rate <= 0:
         raise ConfigError(f"learning_rate must be positive, got {config.learning_rate}")
 

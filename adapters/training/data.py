@@ -70,7 +70,9 @@ def load_jsonl(path: Path) -> LoadedDataset:
         rows.append(row)
     if errors:
         shown = "\n  ".join(errors[:_MAX_REPORTED])
-        more = f"\n  ... and {len(errors) - _MAX_REPORTED} more" if len(errors) > _MAX_REPORTED else ""
+        more = (
+            f"\n  ... and {len(errors) - _MAX_REPORTED} more" if len(errors) > _MAX_REPORTED else ""
+        )
         raise DatasetError(f"{path}: {len(errors)} invalid line(s):\n  {shown}{more}")
     if not rows:
         raise DatasetError(f"dataset {path} has no examples")

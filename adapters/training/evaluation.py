@@ -62,7 +62,9 @@ def load_items(path: Path, limit: int | None = None) -> list[EvalItem]:
         try:
             gold = json.loads(answer)
         except ValueError as exc:
-            raise DatasetError(f"{path.name}: example {number}: answer is not JSON ({exc})") from exc
+            raise DatasetError(
+                f"{path.name}: example {number}: answer is not JSON ({exc})"
+            ) from exc
         if not isinstance(gold, dict):
             raise DatasetError(f"{path.name}: example {number}: answer is not a JSON object")
         items.append(EvalItem(messages=messages, gold=gold))
@@ -119,7 +121,9 @@ async def ask(client: Any, item: EvalItem, options: EvalOptions) -> Answer:
     )
 
 
-def build_report(items: list[EvalItem], answers: list[Answer], options: EvalOptions, wall: float) -> dict[str, Any]:
+def build_report(
+    items: list[EvalItem], answers: list[Answer], options: EvalOptions, wall: float
+) -> dict[str, Any]:
     report = score([i.gold for i in items], [a.text for a in answers])
     ok = [a for a in answers if a.error is None]
     errors = [a.error for a in answers if a.error is not None]

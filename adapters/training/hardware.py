@@ -68,7 +68,9 @@ def plan_hardware(
         if chosen == "bf16" and not facts.cuda_bf16:
             raise HardwareError(f"{facts.device_name} has no bf16 support; use --precision fp16")
         checkpointing = True if gradient_checkpointing is None else gradient_checkpointing
-        return HardwarePlan("cuda", facts.device_name, chosen, checkpointing, "nf4" if qlora else None)
+        return HardwarePlan(
+            "cuda", facts.device_name, chosen, checkpointing, "nf4" if qlora else None
+        )
     chosen = "fp32" if precision == "auto" else precision
     if chosen == "fp16":
         raise HardwareError("fp16 training needs a GPU; on CPU use fp32 (default) or bf16")

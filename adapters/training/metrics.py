@@ -1,3 +1,5 @@
+# Russian court text is the point of this file: Cyrillic letters are not look-alike typos.
+# ruff: noqa: RUF001
 """Extraction metrics: JSON validity, per-field precision/recall/F1, accuracy. Pure functions.
 
 Per field and example, with `pred` the model's value and `gold` the label:

@@ -1,3 +1,5 @@
+# Russian court text is the point of this file: Cyrillic letters are not look-alike typos.
+# ruff: noqa: RUF001, RUF002
 """Synthetic Russian arbitration court decisions, labelled for JSON extraction.
 
 THE DATA IS SYNTHETIC. Every decision, party and sum is generated from templates and random
@@ -75,7 +77,9 @@ def _example(rng: random.Random, template: Template) -> Example:
     claimant, defendant = phrases.two_companies(rng)
     subject = rng.choice(DISPUTE_SUBJECTS)
     outcome = rng.choice(OUTCOMES)
-    initiator: Party = "claimant" if template.kind == "first" else rng.choice(("claimant", "defendant"))
+    initiator: Party = (
+        "claimant" if template.kind == "first" else rng.choice(("claimant", "defendant"))
+    )
     kopecks = random_claim_kopecks(rng)
     fields = {
         "C": getattr(claimant, lang),
@@ -143,8 +147,10 @@ def _tail(rng: random.Random, lang: str, kopecks: int) -> str:
     roll = rng.random()
     if roll < 0.3:
         duty = format_amount(min(20_000_000, max(400_000, kopecks // 50)), lang, rng)
-        return f" Госпошлина {duty} отнесена на ответчика." if lang == "ru" else (
-            f" State duty of {duty} is charged to the defendant."
+        return (
+            f" Госпошлина {duty} отнесена на ответчика."
+            if lang == "ru"
+            else (f" State duty of {duty} is charged to the defendant.")
         )
     if roll < 0.45:
         fees = format_amount(rng.randint(20, 300) * 1_000 * 100, lang, rng)
@@ -175,7 +181,9 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--train", type=int, default=800, help="training examples")
-    parser.add_argument("--valid", type=int, default=32, help="validation examples (train templates)")
+    parser.add_argument(
+        "--valid", type=int, default=32, help="validation examples (train templates)"
+    )
     parser.add_argument("--test", type=int, default=120, help="test examples (held-out templates)")
     parser.add_argument("--seed", type=int, default=0)
     return parser

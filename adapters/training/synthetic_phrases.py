@@ -1,3 +1,5 @@
+# Russian court text is the point of this file: Cyrillic letters are not look-alike typos.
+# ruff: noqa: RUF001
 """Phrase pools for the synthetic court decisions: parties, courts, subjects, outcomes, sums.
 
 Everything here is invented. Company names are made-up roots with legal-form prefixes; courts
@@ -107,7 +109,11 @@ SUBJECTS: dict[Lang, dict[DisputeSubject, tuple[str, ...]]] = {
             "задолженности за поставленный товар",
             "оплаты товара по договору поставки",
         ),
-        "lease": ("задолженности по арендной плате", "долга по договору аренды", "арендных платежей"),
+        "lease": (
+            "задолженности по арендной плате",
+            "долга по договору аренды",
+            "арендных платежей",
+        ),
         "construction_contract": (
             "стоимости работ по договору подряда",
             "долга по договору строительного подряда",

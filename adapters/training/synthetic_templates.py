@@ -1,3 +1,5 @@
+# Russian court text is the point of this file: Cyrillic letters are not look-alike typos.
+# ruff: noqa: RUF001
 """Document templates for the synthetic court decisions, split between train and test.
 
 Each template is one document structure in one language, either a first-instance decision

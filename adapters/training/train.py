@@ -88,12 +88,16 @@ def prepare(config: TrainConfig) -> PreparedRun:
     targets = resolve_target_modules(config.target_modules, base.target_modules)
     train = load_jsonl(Path(config.dataset).expanduser())
     evaluation = load_jsonl(Path(config.eval_dataset).expanduser()) if config.eval_dataset else None
-    return PreparedRun(config, base_path, base, targets, train, evaluation, facts, plan, resume_from)
+    return PreparedRun(
+        config, base_path, base, targets, train, evaluation, facts, plan, resume_from
+    )
 
 
 def _resume_checkpoint(config: TrainConfig) -> Path | None:
     checkpoints = config.checkpoint_path
-    existing = sorted(checkpoints.glob("checkpoint-*"), key=_step_of) if checkpoints.is_dir() else []
+    existing = (
+        sorted(checkpoints.glob("checkpoint-*"), key=_step_of) if checkpoints.is_dir() else []
+    )
     if config.resume is None:
         if existing and not config.overwrite:
             raise ConfigError(
@@ -106,7 +110,9 @@ def _resume_checkpoint(config: TrainConfig) -> Path | None:
     if config.resume != "latest":
         path = Path(config.resume).expanduser().resolve()
         if not (path / "trainer_state.json").is_file():
-            raise ConfigError(f"--resume {path}: not a checkpoint directory (no trainer_state.json)")
+            raise ConfigError(
+                f"--resume {path}: not a checkpoint directory (no trainer_state.json)"
+            )
         return path
     if not existing:
         raise ConfigError(f"--resume: no checkpoint-* directory in {checkpoints}")
@@ -148,7 +154,7 @@ def build_trainer(run: PreparedRun) -> Any:
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig, SFTTrainer  # type: ignore[attr-defined]  # lazy module, no __all__
 
     config, plan = run.config, run.plan
     tokenizer = AutoTokenizer.from_pretrained(run.base_path)
@@ -193,14 +199,40 @@ def build_trainer(run: PreparedRun) -> Any:
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
     )
+    callbacks = [time_budget_callback(config.max_minutes)] if config.max_minutes else []
     return SFTTrainer(
         model=model,
+        callbacks=callbacks,
         args=args,
         train_dataset=Dataset.from_list(run.train.rows),
         eval_dataset=Dataset.from_list(run.eval.rows) if run.eval is not None else None,
         processing_class=tokenizer,
         peft_config=peft_config,
     )
+
+
+def time_budget_callback(minutes: float) -> Any:
+    """Stop after `minutes` of training (checked after each step); the adapter is still saved.
+
+    On a shared CPU the step time varies several-fold with the neighbours' load, so a demo that
+    must finish "within about 30 minutes" is given a time budget rather than a guessed step count.
+    """
+    from transformers import TrainerCallback
+
+    class TimeBudget(TrainerCallback):
+        def __init__(self) -> None:
+            self.deadline = 0.0
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.deadline = time.monotonic() + minutes * 60
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if time.monotonic() >= self.deadline and not control.should_training_stop:
+                logger.info("time budget of %.1f min reached at step %d", minutes, state.global_step)
+                control.should_training_stop = True
+                control.should_save = True
+
+    return TimeBudget()
 
 
 def _load_base(run: PreparedRun, torch: Any, auto_model: Any) -> Any:
@@ -210,7 +242,7 @@ def _load_base(run: PreparedRun, torch: Any, auto_model: Any) -> Any:
     from peft import prepare_model_for_kbit_training
     from transformers import BitsAndBytesConfig
 
-    quantization = BitsAndBytesConfig(
+    quantization = BitsAndBytesConfig(  # type: ignore[no-untyped-call]  # untyped upstream
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
@@ -219,7 +251,7 @@ def _load_base(run: PreparedRun, torch: Any, auto_model: Any) -> Any:
     model = auto_model.from_pretrained(
         run.base_path, dtype=dtype, quantization_config=quantization, device_map={"": 0}
     )
-    return prepare_model_for_kbit_training(
+    return prepare_model_for_kbit_training(  # type: ignore[no-untyped-call]  # untyped upstream
         model, use_gradient_checkpointing=run.plan.gradient_checkpointing
     )
 
@@ -228,7 +260,9 @@ def _metrics(trainer: Any, output: Any, wall: float, eval_loss: float | None) ->
     state = trainer.state
     first_step = int(getattr(trainer, "_initial_global_step", 0) or 0)
     steps_run = state.global_step - first_step
-    tokens = int(state.num_input_tokens_seen - getattr(trainer, "_initial_num_input_tokens_seen", 0))
+    tokens = int(
+        state.num_input_tokens_seen - getattr(trainer, "_initial_num_input_tokens_seen", 0)
+    )
     return TrainingMetrics(
         steps=int(state.global_step),
         epochs=round(float(state.epoch or 0.0), 4),
@@ -262,7 +296,9 @@ def save_adapter(model: Any, run: PreparedRun, metrics: TrainingMetrics) -> Path
         model.save_pretrained(staging, safe_serialization=True)
         facts = validate_adapter_dir(staging, base=run.base, max_rank=run.config.max_lora_rank)
         write_manifest(staging, build_manifest(run, metrics, facts))
-        for file in staging.iterdir():  # PEFT and mkstemp write 0600; the gateway may be another user
+        for (
+            file
+        ) in staging.iterdir():  # PEFT and mkstemp write 0600; the gateway may be another user
             file.chmod(0o644)
         if output.exists():  # --overwrite was checked in prepare()
             shutil.rmtree(output)

@@ -237,3 +237,29 @@ def test_adapters_declared_in_the_config_are_registered_at_start(
             wait_ready(client)
             assert chat(client, "declared").status_code == 200
             assert client.get("/v1/adapters/declared").json()["current_version"] == 1
+
+
+def test_base_guard_routes_base_requests_through_a_zero_adapter(
+    settings: Any, engine: FakeVLLM, make_adapter: Any
+) -> None:
+    from safetensors.numpy import load_file
+
+    from lorafleet.server.app import create_app
+    from tests.server.conftest import wait_ready
+
+    guarded = settings.model_copy(update={"base_guard": "on"})
+    with TestClient(create_app(guarded, transport=engine.transport())) as client:
+        wait_ready(client)
+        reply = client.post("/v1/chat/completions", json={"model": MODEL, **CHAT})
+        assert reply.status_code == 200
+        assert engine.requests[-1]["model"] == f"{MODEL}@0"
+        assert reply.json()["model"] == MODEL  # the client never sees the guard's name
+        stream = client.post("/v1/chat/completions", json={"model": MODEL, "stream": True, **CHAT})
+        assert f'"model":"{MODEL}@0"' not in stream.text
+        assert f'"model":"{MODEL}"' in stream.text
+        guard = Path(engine.loads[0]["lora_path"])
+        assert all(
+            not t.any() for t in load_file(str(guard / "adapter_model.safetensors")).values()
+        )
+        assert MODEL + "@0" not in [m["id"] for m in client.get("/v1/models").json()["data"]]
+        assert chat(client, f"{MODEL}@0").status_code == 404

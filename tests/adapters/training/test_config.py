@@ -16,7 +16,9 @@ from lorafleet.adapters.training.config import (
     resolve_target_modules,
 )
 
-LLAMA_MODULES = frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
+LLAMA_MODULES = frozenset(
+    {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+)
 
 
 def parse(argv: list[str]) -> TrainConfig:
@@ -54,7 +56,9 @@ def test_boolean_flags_and_bare_resume() -> None:
 def test_unknown_yaml_key_is_rejected(tmp_path: Path) -> None:
     run = tmp_path / "run.yaml"
     run.write_text("lora_rank: 8\n")
-    with pytest.raises(ConfigError, match=r"unknown option\(s\): lora_rank; valid options: base_model"):
+    with pytest.raises(
+        ConfigError, match=r"unknown option\(s\): lora_rank; valid options: base_model"
+    ):
         parse(["--config", str(run)])
 
 

@@ -70,9 +70,15 @@ def test_mixed_formats_are_refused(tmp_path: Path) -> None:
     ("record", "message"),
     [
         ({"prompt": "a", "completion": ""}, "must be non-empty"),
-        ({"prompt": "a", "completion": [{"role": "assistant", "content": "b"}]}, "must both be strings or both lists"),
         (
-            {"prompt": [{"role": "user", "content": "a"}], "completion": [{"role": "user", "content": "b"}]},
+            {"prompt": "a", "completion": [{"role": "assistant", "content": "b"}]},
+            "must both be strings or both lists",
+        ),
+        (
+            {
+                "prompt": [{"role": "user", "content": "a"}],
+                "completion": [{"role": "user", "content": "b"}],
+            },
             "exactly one assistant message",
         ),
         ({"messages": [{"role": "assistant", "content": "b"}]}, "at least one user message"),

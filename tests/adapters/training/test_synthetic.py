@@ -1,3 +1,5 @@
+# Russian court text is the point of this file: Cyrillic letters are not look-alike typos.
+# ruff: noqa: RUF001
 """The synthetic court-decision generator: deterministic, labelled, splits disjoint."""
 
 from __future__ import annotations
@@ -15,9 +17,14 @@ from lorafleet.adapters.training.synthetic_templates import TEST_TEMPLATES, temp
 
 def test_same_seed_same_bytes(tmp_path: Path) -> None:
     for out in ("a", "b"):
-        assert main(["--out", str(tmp_path / out), "--train", "30", "--valid", "5", "--test", "10"]) == 0
+        assert (
+            main(["--out", str(tmp_path / out), "--train", "30", "--valid", "5", "--test", "10"])
+            == 0
+        )
     for split in ("train", "valid", "test"):
-        assert (tmp_path / "a" / f"{split}.jsonl").read_bytes() == (tmp_path / "b" / f"{split}.jsonl").read_bytes()
+        assert (tmp_path / "a" / f"{split}.jsonl").read_bytes() == (
+            tmp_path / "b" / f"{split}.jsonl"
+        ).read_bytes()
     assert generate(20, "train", seed=1) != generate(20, "train", seed=2)
 
 
@@ -49,7 +56,14 @@ def test_records_are_chat_examples_with_gold_json(tmp_path: Path) -> None:
         assert system == {"role": "system", "content": SYSTEM_PROMPT}
         assert record["meta"]["synthetic"] is True
         label = json.loads(assistant["content"])
-        assert set(label) == {"claimant", "defendant", "dispute_subject", "claim_amount", "outcome", "initiator"}
+        assert set(label) == {
+            "claimant",
+            "defendant",
+            "dispute_subject",
+            "claim_amount",
+            "outcome",
+            "initiator",
+        }
         assert label["dispute_subject"] in DISPUTE_SUBJECTS and label["outcome"] in OUTCOMES
         assert label["claimant"] in user["content"] and label["defendant"] in user["content"]
         assert isinstance(label["claim_amount"], int | float) and label["claim_amount"] >= 100_000
@@ -60,7 +74,10 @@ def test_variety_languages_initiators_and_distractors() -> None:
     assert Counter(e.lang for e in examples).keys() == {"ru", "en"}
     initiators = Counter(e.label.initiator for e in examples)
     assert initiators["defendant"] > 50 and initiators["claimant"] > 200
-    distractors = sum(bool(re.search(r"неустойк|процент|Госпошлин|penalty|interest|State duty", e.text)) for e in examples)
+    distractors = sum(
+        bool(re.search(r"неустойк|процент|Госпошлин|penalty|interest|State duty", e.text))
+        for e in examples
+    )
     assert distractors > 200
     styles = [
         r"\d \d{3} руб\.",
