@@ -33,7 +33,7 @@ from lorafleet.server.metrics import GatewayMetrics
 from lorafleet.server.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from lorafleet.server.routes import adapters as adapter_routes
 from lorafleet.server.routes import openai, ops
-from lorafleet.server.serving import InferenceService, ModelResolver
+from lorafleet.server.serving import InferenceService, ModelResolver, RetryPolicy
 from lorafleet.server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,8 @@ def create_app(
         )
         resolver = ModelResolver(pools, adapters, created=int(time.time()))
         gateway = Gateway(
-            settings, pools, metrics, InferenceService(resolver, metrics), adapters,
+            settings, pools, metrics, InferenceService(resolver, metrics, RetryPolicy(settings.retry_attempts,
+            settings.retry_max_wait_s)), adapters,
             base_model_dir=supervisor.model_dir if supervisor else None,
         )  # fmt: skip
         async with contextlib.AsyncExitStack() as stack:

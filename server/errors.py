@@ -12,7 +12,8 @@
      ├── UnprocessableEntityError       422
      ├── RateLimitError                 429 (+ Retry-After)
      ├── EngineError                    502 upstream answered with nonsense
-     │    ├── EngineUnavailableError    503 no ready engine / connection refused (+ Retry-After)
+     │    ├── EngineUnavailableError    503 no ready engine, engine busy (+ Retry-After)
+     │    │    └── EngineUnreachableError  503 connection refused: replica ejected
      │    └── EngineTimeoutError        504 no first byte within the timeout
      └── RegistryUnavailableError       503 the registry database cannot be reached (+ Retry-After)
 
@@ -130,6 +131,7 @@ class RateLimitError(LorafleetError):
         super().__init__(
             message, code=code, headers={"Retry-After": str(max(1, round(retry_after_s)))}
         )
+        self.retry_after_s = retry_after_s
 
 
 class EngineError(LorafleetError):
@@ -144,6 +146,11 @@ class EngineUnavailableError(EngineError):
 
     def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
         super().__init__(message, headers={"Retry-After": str(max(1, round(retry_after_s)))})
+        self.retry_after_s = retry_after_s
+
+
+class EngineUnreachableError(EngineUnavailableError):
+    """The connection itself failed: the replica is ejected until its health check passes."""
 
 
 class RegistryUnavailableError(LorafleetError):
@@ -171,12 +178,14 @@ _BY_STATUS: dict[int, type[LorafleetError]] = {
 }
 
 
-def error_for_status(status: int, message: str, param: str | None = None) -> LorafleetError:
+def error_for_status(
+    status: int, message: str, param: str | None = None, retry_after_s: float = 1.0
+) -> LorafleetError:
     """The lorafleet error for an HTTP status (used for engine and framework errors)."""
     if status == 429:
-        return RateLimitError(message, retry_after_s=1)
+        return RateLimitError(message, retry_after_s=retry_after_s)
     if status in (502, 503):
-        return EngineUnavailableError(message)
+        return EngineUnavailableError(message, retry_after_s=retry_after_s)
     if status == 504:
         return EngineTimeoutError(message)
     cls = _BY_STATUS.get(status)

@@ -10,19 +10,27 @@ gateway always asks the engine for usage so it can meter; a client that did not 
 from __future__ import annotations
 
 import logging
+import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from starlette.responses import Response, StreamingResponse
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from lorafleet.adapters.registry import AdapterVersion
-from lorafleet.server.engine.base import Endpoint, EngineStream
+from lorafleet.server.engine.base import Endpoint, EngineResult, EngineStream
 from lorafleet.server.engine.pool import EnginePool, Replica
-from lorafleet.server.errors import EngineUnavailableError, LorafleetError, ModelNotFoundError
+from lorafleet.server.errors import (
+    EngineUnavailableError,
+    EngineUnreachableError,
+    LorafleetError,
+    ModelNotFoundError,
+    RateLimitError,
+)
 from lorafleet.server.lora import AdapterManager
 from lorafleet.server.metrics import GatewayMetrics
 from lorafleet.server.protocol import ModelCard, _SamplingFields
@@ -30,6 +38,7 @@ from lorafleet.server.protocol import ModelCard, _SamplingFields
 log = logging.getLogger(__name__)
 
 _DONE = b"data: [DONE]\n\n"
+T = TypeVar("T")
 _USAGE = b'"usage"'
 
 
@@ -93,25 +102,22 @@ class ModelResolver:
         return cards
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries before the first byte only: nothing has reached the client, so a retry can
+    never duplicate output. Engine 4xx other than 429 are never retried."""
+
+    attempts: int = 3
+    max_wait_s: float = 2.0
+
+
 class InferenceService:
-    def __init__(self, resolver: ModelResolver, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self, resolver: ModelResolver, metrics: GatewayMetrics, retry: RetryPolicy | None = None
+    ) -> None:
         self.resolver = resolver
         self.metrics = metrics
-
-    async def _place(self, target: Target) -> Replica:
-        """Pick a replica (one that holds the adapter, if any is not overloaded) and make sure
-        the adapter is loaded there before the request is sent."""
-        adapters, version = self.resolver.adapters, target.adapter
-        if version is None or adapters is None:
-            return target.pool.pick()
-        replica = target.pool.pick(prefer=lambda r: adapters.holds(r, version))
-        await self._guard(target.pool, replica, adapters.ensure_loaded(version, replica))
-        return replica
-
-    def _track(self, target: Target, replica: Replica) -> AbstractContextManager[None]:
-        if target.adapter is None or self.resolver.adapters is None:
-            return nullcontext()
-        return self.resolver.adapters.track(target.adapter, replica)
+        self.retry = retry or RetryPolicy()
 
     async def handle(
         self, endpoint: Endpoint, request: _SamplingFields, request_id: str, started: float
@@ -132,15 +138,15 @@ class InferenceService:
         self, endpoint: Endpoint, body: dict[str, Any], target: Target, request_id: str,
         started: float,
     ) -> Response:  # fmt: skip
+        async def generate(replica: Replica) -> EngineResult:
+            with target.pool.lease(replica), self._track(target, replica):
+                return await replica.engine.generate(endpoint, body, request_id)
+
         status = "200"
         gauge = self.metrics.in_flight.labels(target.label)
         gauge.inc()
         try:
-            replica = await self._place(target)
-            with target.pool.lease(replica), self._track(target, replica):
-                result = await self._guard(
-                    target.pool, replica, replica.engine.generate(endpoint, body, request_id)
-                )
+            _, result = await self._attempt(target, generate)
         except LorafleetError as exc:
             status = str(exc.status)
             raise
@@ -155,17 +161,60 @@ class InferenceService:
         self, endpoint: Endpoint, body: dict[str, Any], target: Target,
         request: _SamplingFields, request_id: str, started: float,
     ) -> Response:  # fmt: skip
+        async def open_stream(replica: Replica) -> EngineStream:
+            return await replica.engine.open_stream(endpoint, body, request_id)
+
         # Everything that can fail before the first byte fails here, as a plain HTTP error.
         try:
-            replica = await self._place(target)
-            stream = await self._guard(
-                target.pool, replica, replica.engine.open_stream(endpoint, body, request_id)
-            )
+            replica, stream = await self._attempt(target, open_stream)
         except LorafleetError as exc:
             self.metrics.requests.labels(target.label, str(exc.status)).inc()
             raise
         relay = self._relay(stream, target, replica, request.wants_usage_in_stream, started)
         return StreamingResponse(relay, media_type="text/event-stream")
+
+    async def _attempt(
+        self, target: Target, call: Callable[[Replica], Awaitable[T]]
+    ) -> tuple[Replica, T]:
+        """Place the request and run `call` on the replica; when the engine is unreachable,
+        busy (503) or rate-limited (429), try again, on another replica if there is one, after
+        a jittered back-off that honours Retry-After."""
+        tried: set[str] = set()
+
+        def wait(state: RetryCallState) -> float:
+            error = state.outcome.exception() if state.outcome else None
+            jitter = random.uniform(0, 0.05 * 2**state.attempt_number)
+            others = [r for r in target.pool.replicas if r.healthy and r.url not in tried]
+            hinted = 0.0 if others else float(getattr(error, "retry_after_s", 0.0))
+            return min(self.retry.max_wait_s, max(hinted, jitter))
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.retry.attempts),
+            wait=wait,
+            retry=retry_if_exception_type((EngineUnavailableError, RateLimitError)),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                replica = await self._place(target, avoid=tried)
+                tried.add(replica.url)
+                return replica, await self._guard(target.pool, replica, call(replica))
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    async def _place(self, target: Target, avoid: set[str]) -> Replica:
+        """Pick a replica (not one that just failed, if others are healthy; one that holds the
+        adapter if it is not overloaded) and make sure the adapter is loaded there."""
+        adapters, version = self.resolver.adapters, target.adapter
+        if version is None or adapters is None:
+            return target.pool.pick(avoid=avoid)
+        replica = target.pool.pick(prefer=lambda r: adapters.holds(r, version), avoid=avoid)
+        await self._guard(target.pool, replica, adapters.ensure_loaded(version, replica))
+        return replica
+
+    def _track(self, target: Target, replica: Replica) -> AbstractContextManager[None]:
+        if target.adapter is None or self.resolver.adapters is None:
+            return nullcontext()
+        return self.resolver.adapters.track(target.adapter, replica)
 
     async def _relay(
         self, stream: EngineStream, target: Target, replica: Replica, wants_usage: bool,
@@ -203,11 +252,12 @@ class InferenceService:
             self.metrics.e2e_latency.labels(label).observe(time.perf_counter() - started)
 
     @staticmethod
-    async def _guard(pool: EnginePool, replica: Replica, call: Any) -> Any:
-        """Await an engine call; a replica that cannot be reached stops getting traffic."""
+    async def _guard(pool: EnginePool, replica: Replica, call: Awaitable[T]) -> T:
+        """Await an engine call; a replica that cannot be reached stops getting traffic until
+        its health check passes again."""
         try:
             return await call
-        except EngineUnavailableError:
+        except EngineUnreachableError:
             pool.mark_failed(replica)
             raise
 

@@ -115,6 +115,8 @@ class Settings(BaseSettings):
     first_byte_timeout_s: float = Field(300.0, gt=0)  # queueing + prefill on a busy engine
     inter_token_timeout_s: float = Field(120.0, gt=0)
     health_interval_s: float = Field(5.0, gt=0)
+    retry_attempts: int = Field(3, ge=1, le=10)  # before the first byte only
+    retry_max_wait_s: float = Field(2.0, ge=0)
 
     # --- Limits ------------------------------------------------------------------------------
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)

@@ -158,3 +158,12 @@ def _error(status: int, message: str, param: str | None) -> httpx.Response:
     return httpx.Response(
         status, json={"error": {"message": message, "type": kind, "param": param, "code": status}}
     )
+
+
+def fleet_transport(engines: dict[str, FakeVLLM]) -> httpx.MockTransport:
+    """One transport for several fake engines, told apart by host (`http://<host>:8000`)."""
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        return await engines[request.url.host].handle(request)
+
+    return httpx.MockTransport(handle)

@@ -19,10 +19,15 @@ class Replica:
     engine: EngineClient
     healthy: bool = False
     in_flight: int = 0
+    sent: int = 0  # requests ever leased: breaks ties so idle replicas take turns
 
     @property
     def url(self) -> str:
         return self.engine.url
+
+
+def _load(replica: Replica) -> tuple[int, int]:
+    return replica.in_flight, replica.sent
 
 
 class EnginePool:
@@ -45,7 +50,9 @@ class EnginePool:
     def in_flight(self) -> int:
         return sum(replica.in_flight for replica in self.replicas)
 
-    def pick(self, prefer: Callable[[Replica], bool] | None = None) -> Replica:
+    def pick(
+        self, prefer: Callable[[Replica], bool] | None = None, avoid: set[str] | None = None
+    ) -> Replica:
         """Least outstanding requests; with `prefer`, the preferred replicas (those holding
         an adapter) win unless they carry `affinity_slack` more requests than the least
         loaded replica (bounded load: a hot adapter spreads instead of piling up)."""
@@ -54,11 +61,13 @@ class EnginePool:
             raise EngineUnavailableError(
                 f"no engine for {self.base_model!r} is ready yet", retry_after_s=5
             )
-        least = min(healthy, key=lambda replica: replica.in_flight)
+        fresh = [replica for replica in healthy if replica.url not in (avoid or ())]
+        healthy = fresh or healthy  # after a failure, another replica if there is one
+        least = min(healthy, key=_load)
         if prefer is not None:
             preferred = [r for r in healthy if prefer(r)]
             if preferred:
-                best = min(preferred, key=lambda replica: replica.in_flight)
+                best = min(preferred, key=_load)
                 if best.in_flight <= least.in_flight + self.affinity_slack:
                     return best
         return least
@@ -66,6 +75,7 @@ class EnginePool:
     @contextmanager
     def lease(self, replica: Replica) -> Iterator[Replica]:
         replica.in_flight += 1
+        replica.sent += 1
         try:
             yield replica
         finally:

@@ -14,6 +14,7 @@ from lorafleet.server.errors import (
     EngineError,
     EngineTimeoutError,
     EngineUnavailableError,
+    EngineUnreachableError,
     LorafleetError,
     ModelNotFoundError,
     error_for_status,
@@ -47,7 +48,7 @@ class VLLMHttpEngine(EngineClient):
                 self.url + endpoint.value, content=orjson.dumps(body), headers=_headers(request_id)
             )
         if response.status_code != 200:
-            raise _engine_error(response.status_code, response.content, body.get("model"))
+            raise _engine_error(response, response.content, body.get("model"))
         try:
             parsed = orjson.loads(response.content)
         except orjson.JSONDecodeError as exc:
@@ -68,14 +69,14 @@ class VLLMHttpEngine(EngineClient):
         if response.status_code != 200:
             content = await response.aread()
             await response.aclose()
-            raise _engine_error(response.status_code, content, body.get("model"))
+            raise _engine_error(response, content, body.get("model"))
         return _SSEStream(response)
 
     async def list_models(self) -> list[dict[str, Any]]:
         async with self._translate_transport_errors():
             response = await self._client.get(self.url + "/v1/models")
         if response.status_code != 200:
-            raise _engine_error(response.status_code, response.content, None)
+            raise _engine_error(response, response.content, None)
         data: list[dict[str, Any]] = orjson.loads(response.content).get("data", [])
         return data
 
@@ -85,7 +86,7 @@ class VLLMHttpEngine(EngineClient):
             response = await self._client.post(self.url + "/v1/load_lora_adapter", json=payload)
         # vLLM answers 400 "already loaded" for a repeated load: loading is idempotent for us.
         if response.status_code != 200 and b"already" not in response.content:
-            raise _engine_error(response.status_code, response.content, None)
+            raise _engine_error(response, response.content, None)
 
     async def unload_adapter(self, name: str) -> None:
         async with self._translate_transport_errors():
@@ -93,7 +94,7 @@ class VLLMHttpEngine(EngineClient):
                 self.url + "/v1/unload_lora_adapter", json={"lora_name": name}
             )
         if response.status_code not in (200, 404) and b"not found" not in response.content.lower():
-            raise _engine_error(response.status_code, response.content, None)
+            raise _engine_error(response, response.content, None)
 
     async def health(self) -> bool:
         try:
@@ -121,8 +122,10 @@ class _TransportErrors:
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if exc is None or isinstance(exc, LorafleetError):
             return
-        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
-            raise EngineUnavailableError(f"engine {self.url} is not reachable") from exc
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+            raise EngineUnreachableError(f"engine {self.url} is not reachable") from exc
+        if isinstance(exc, httpx.PoolTimeout):
+            raise EngineUnavailableError(f"no connection to engine {self.url} is free") from exc
         if isinstance(exc, httpx.TimeoutException):
             raise EngineTimeoutError(f"engine {self.url} did not answer in time") from exc
         if isinstance(exc, httpx.HTTPError):
@@ -161,8 +164,9 @@ def _headers(request_id: str) -> dict[str, str]:
     return {"content-type": "application/json", "x-request-id": request_id}
 
 
-def _engine_error(status: int, content: bytes, model: Any) -> LorafleetError:
+def _engine_error(response: httpx.Response, content: bytes, model: Any) -> LorafleetError:
     """Translate a vLLM error body (`{"error": {...}}` or the older flat form)."""
+    status = response.status_code
     try:
         payload = orjson.loads(content)
     except orjson.JSONDecodeError:
@@ -180,4 +184,14 @@ def _engine_error(status: int, content: bytes, model: Any) -> LorafleetError:
         return ContextLengthExceededError(message, param="messages" if param else None)
     if status >= 500 and status not in (503, 504):
         return EngineError(f"engine error {status}: {message}")
-    return error_for_status(status, message, param if isinstance(param, str) else None)
+    return error_for_status(
+        status, message, param if isinstance(param, str) else None, _retry_after(response)
+    )
+
+
+def _retry_after(response: httpx.Response) -> float:
+    value = response.headers.get("retry-after", "")
+    try:
+        return min(max(float(value), 0.0), 60.0)
+    except ValueError:
+        return 1.0

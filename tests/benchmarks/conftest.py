@@ -28,7 +28,13 @@ class FakeServer:
 
 
 def serve_in_thread(ttft_s: float, itl_s: float) -> tuple[uvicorn.Server, threading.Thread, str]:
-    config = uvicorn.Config(make_app(ttft_s, itl_s, "fake-model"), host="127.0.0.1", port=0, log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        make_app(ttft_s, itl_s, "fake-model"),
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        access_log=False,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -57,7 +57,10 @@ def test_unknown_machine_names_known_ones() -> None:
 @pytest.mark.parametrize(
     ("text", "match"),
     [
-        ("api:\n  - id: x\n    model: m\n    input_per_1m: -1\n    output_per_1m: 1\n    as_of: a\n    source: s\n", "non-negative"),
+        (
+            "api:\n  - id: x\n    model: m\n    input_per_1m: -1\n    output_per_1m: 1\n    as_of: a\n    source: s\n",
+            "non-negative",
+        ),
         ("api:\n  - id: x\n    model: m\n", "ApiPrice"),
         ("machines:\n  - 3\n", "mapping"),
         ("- just a list\n", "mapping at the top"),
@@ -74,12 +77,21 @@ def test_bad_price_tables(tmp_path: Path, text: str, match: str) -> None:
 def test_cost_report_compares_every_api_at_every_utilization() -> None:
     table = load_price_table()
     machine = MachinePrice("vm", "a VM", 0.08, "2026", "src")
-    report = cost_report(output_tok_s=100.0, total_tok_s=400.0, input_tokens=300, output_tokens=100, machine=machine, table=table)
+    report = cost_report(
+        output_tok_s=100.0,
+        total_tok_s=400.0,
+        input_tokens=300,
+        output_tokens=100,
+        machine=machine,
+        table=table,
+    )
     own = {row["utilization"]: row for row in report["self_hosted"]}
     assert own[1.0]["output_per_1m"] == pytest.approx(0.08 / 0.36)
     assert own[1.0]["blended_per_1m"] == pytest.approx(0.08 / 1.44)
     assert own[0.4]["output_per_1m"] == pytest.approx(0.08 / 0.36 / 0.4)
-    gpt4o_at_full = next(c for c in report["comparisons"] if c["api"] == "gpt-4o" and c["utilization"] == 1.0)
+    gpt4o_at_full = next(
+        c for c in report["comparisons"] if c["api"] == "gpt-4o" and c["utilization"] == 1.0
+    )
     assert gpt4o_at_full["output_times_cheaper"] == pytest.approx(10.0 / (0.08 / 0.36))
     assert gpt4o_at_full["blended_times_cheaper"] == pytest.approx(4.375 / (0.08 / 1.44))
     assert len(report["comparisons"]) == len(table.api) * 2

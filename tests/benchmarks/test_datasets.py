@@ -56,7 +56,9 @@ def test_output_range_ratio_bounds() -> None:
         output_lengths(1, 10, 1.0, random.Random(0))
 
 
-@pytest.mark.parametrize("kwargs", [{"input_len": 0, "output_len": 1}, {"input_len": 1, "output_len": 0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"input_len": 0, "output_len": 1}, {"input_len": 1, "output_len": 0}]
+)
 def test_random_dataset_rejects_non_positive(kwargs: dict[str, int]) -> None:
     with pytest.raises(ValueError):
         random_dataset(1, seed=0, **kwargs)
@@ -80,7 +82,12 @@ def test_chat_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("line", "match"),
-    [("not json", "not JSON"), ("[1]", "object"), ('{"messages": []}', "messages"), ('{"prompt": "x", "max_tokens": -2}', "max_tokens")],
+    [
+        ("not json", "not JSON"),
+        ("[1]", "object"),
+        ('{"messages": []}', "messages"),
+        ('{"prompt": "x", "max_tokens": -2}', "max_tokens"),
+    ],
 )
 def test_chat_file_errors_name_the_line(tmp_path: Path, line: str, match: str) -> None:
     path = tmp_path / "bad.jsonl"

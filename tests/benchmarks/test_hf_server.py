@@ -31,7 +31,11 @@ def tiny(model_dir: Path) -> Iterator[tuple[Any, Any]]:
 
 def app(tiny: tuple[Any, Any], batch_size: int) -> Any:
     model, tokenizer = tiny
-    return OpenAIFrontend(BatchGenerator(model, tokenizer, batch_size, 0.3 if batch_size > 1 else 0.0), "tiny", tokenizer).app()
+    return OpenAIFrontend(
+        BatchGenerator(model, tokenizer, batch_size, 0.3 if batch_size > 1 else 0.0),
+        "tiny",
+        tokenizer,
+    ).app()
 
 
 async def post(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> httpx.Response:
@@ -45,7 +49,9 @@ def events(response: httpx.Response) -> list[Any]:
 
 def test_streams_exactly_max_tokens_with_ignore_eos(tiny: tuple[Any, Any]) -> None:
     async def go() -> list[Any]:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app(tiny, 1)), base_url="http://hf") as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app(tiny, 1)), base_url="http://hf"
+        ) as client:
             body = {"model": "tiny", "prompt": "hello there", "max_tokens": 6, "min_tokens": 6, "ignore_eos": True,
                     "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
             return events(await post(client, "/v1/completions", body))
@@ -59,7 +65,9 @@ def test_streams_exactly_max_tokens_with_ignore_eos(tiny: tuple[Any, Any]) -> No
 
 def test_static_batch_serves_each_request_its_own_length(tiny: tuple[Any, Any]) -> None:
     async def go() -> list[list[Any]]:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app(tiny, 4)), base_url="http://hf") as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app(tiny, 4)), base_url="http://hf"
+        ) as client:
             bodies = [{"model": "tiny", "prompt": "word " * (i + 1), "max_tokens": n, "ignore_eos": True, "stream": True,
                        "stream_options": {"include_usage": True}} for i, n in enumerate((2, 7, 4))]  # fmt: skip
             responses = await asyncio.gather(*(post(client, "/v1/completions", b) for b in bodies))
@@ -72,15 +80,29 @@ def test_static_batch_serves_each_request_its_own_length(tiny: tuple[Any, Any]) 
 
 def test_chat_non_streaming_and_errors(tiny: tuple[Any, Any]) -> None:
     async def go() -> tuple[httpx.Response, httpx.Response, httpx.Response]:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app(tiny, 1)), base_url="http://hf") as client:
-            chat = await post(client, "/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "ignore_eos": True})
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app(tiny, 1)), base_url="http://hf"
+        ) as client:
+            chat = await post(
+                client,
+                "/v1/chat/completions",
+                {
+                    "model": "tiny",
+                    "messages": [{"role": "user", "content": "hi"}],
+                    "max_tokens": 3,
+                    "ignore_eos": True,
+                },
+            )
             bad = await post(client, "/v1/completions", {"prompt": 5})
             models = await client.get("/v1/models")
             return chat, bad, models
 
     chat, bad, models = asyncio.run(go())
     body = chat.json()
-    assert body["choices"][0]["message"]["role"] == "assistant" and body["usage"]["completion_tokens"] == 3
+    assert (
+        body["choices"][0]["message"]["role"] == "assistant"
+        and body["usage"]["completion_tokens"] == 3
+    )
     assert bad.status_code == 400 and "prompt" in bad.json()["error"]["message"]
     assert models.json()["data"][0]["id"] == "tiny"
 

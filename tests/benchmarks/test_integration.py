@@ -14,7 +14,13 @@ import orjson
 import pytest
 
 from lorafleet.benchmarks.cli import add_parser
-from lorafleet.benchmarks.processes import ManagedProcess, ProcessStack, VllmOptions, find_free_port, vllm_engine
+from lorafleet.benchmarks.processes import (
+    ManagedProcess,
+    ProcessStack,
+    VllmOptions,
+    find_free_port,
+    vllm_engine,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -46,5 +52,7 @@ def test_gateway_overhead_tiny(engine: ManagedProcess, model_dir: Path, tmp_path
     chunks = next(c for c in result["comparisons"] if c["name"] == "chunks per request ratio, c=4")
     assert chunks["value"] == pytest.approx(1.0)  # the gateway relays every chunk
     assert result["arms"]["gateway c=4"]["runs"][0]["gateway_cpu_s"] > 0
-    assert {row["measure"] for row in result["headline"]} >= {"gateway added TTFT p50 (c=1, streaming) vs direct vLLM"}
+    assert {row["measure"] for row in result["headline"]} >= {
+        "gateway added TTFT p50 (c=1, streaming) vs direct vLLM"
+    }
     assert (out / "summary.md").is_file() and (out / "throughput.png").is_file()

@@ -27,7 +27,10 @@ SPECS = [RequestSpec(prompt="a b c", output_len=3, prompt_len=3)]
 
 
 def sse(*events: dict[str, object] | str) -> list[bytes]:
-    return [b"data: " + (e.encode() if isinstance(e, str) else orjson.dumps(e)) + b"\n\n" for e in events]
+    return [
+        b"data: " + (e.encode() if isinstance(e, str) else orjson.dumps(e)) + b"\n\n"
+        for e in events
+    ]
 
 
 def token(text: str = " x") -> dict[str, object]:
@@ -37,7 +40,12 @@ def token(text: str = " x") -> dict[str, object]:
 USAGE = {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 3}}
 
 
-def transport(chunks: list[bytes], status: int = 200, seen: list[dict[str, object]] | None = None, gap_s: float = 0.0) -> httpx.MockTransport:
+def transport(
+    chunks: list[bytes],
+    status: int = 200,
+    seen: list[dict[str, object]] | None = None,
+    gap_s: float = 0.0,
+) -> httpx.MockTransport:
     async def body() -> AsyncIterator[bytes]:
         for chunk in chunks:
             if gap_s:
@@ -57,7 +65,15 @@ def run(config: LoadConfig, specs: list[RequestSpec], mock: httpx.MockTransport)
 
 
 def config(**kwargs: object) -> LoadConfig:
-    return LoadConfig(**{"base_url": "http://fake", "model": "base", "concurrency": 2, "progress": False, **kwargs})  # type: ignore[arg-type]
+    return LoadConfig(
+        **{
+            "base_url": "http://fake",
+            "model": "base",
+            "concurrency": 2,
+            "progress": False,
+            **kwargs,
+        }
+    )  # type: ignore[arg-type]
 
 
 def test_measures_configured_ttft_and_itl(fake_server: FakeServer) -> None:
@@ -79,9 +95,15 @@ def test_measures_configured_ttft_and_itl(fake_server: FakeServer) -> None:
 
 
 def test_chat_endpoint_against_fake(fake_server: FakeServer) -> None:
-    load = LoadConfig(base_url=fake_server.url, model="fake-model", endpoint="chat", concurrency=2, progress=False)
-    records = run_async(run_load(load, random_dataset(2, input_len=4, output_len=3, seed=0))).records
-    assert all(r.success and r.output_tokens == 3 and r.generated_chars == len(" tok") * 3 for r in records)
+    load = LoadConfig(
+        base_url=fake_server.url, model="fake-model", endpoint="chat", concurrency=2, progress=False
+    )
+    records = run_async(
+        run_load(load, random_dataset(2, input_len=4, output_len=3, seed=0))
+    ).records
+    assert all(
+        r.success and r.output_tokens == 3 and r.generated_chars == len(" tok") * 3 for r in records
+    )
 
 
 def test_payload_fields_and_adapter_round_robin() -> None:
@@ -97,7 +119,9 @@ def test_payload_fields_and_adapter_round_robin() -> None:
 
 def test_hosted_api_payload_has_no_vllm_fields() -> None:
     spec = RequestSpec(prompt="hi", output_len=5)
-    body = orjson.loads(build_payload(config(endpoint="chat", ignore_eos=False, temperature=None), spec, "gpt"))
+    body = orjson.loads(
+        build_payload(config(endpoint="chat", ignore_eos=False, temperature=None), spec, "gpt")
+    )
     assert body["messages"] == [{"role": "user", "content": "hi"}]
     assert body["max_completion_tokens"] == 5
     assert not {"ignore_eos", "min_tokens", "temperature", "max_tokens"} & set(body)
@@ -127,7 +151,11 @@ def test_without_usage_counts_chunks() -> None:
     ("chunks", "status", "match"),
     [
         ([b'{"error": {"message": "nope"}}'], 404, "HTTP 404: .*nope"),
-        (sse(token(), {"error": {"message": "engine died"}}, "[DONE]"), 200, "stream error: .*engine died"),
+        (
+            sse(token(), {"error": {"message": "engine died"}}, "[DONE]"),
+            200,
+            "stream error: .*engine died",
+        ),
         (sse(USAGE, "[DONE]"), 200, "no token chunk"),
         ([b"data: {not json\n\n"], 200, "JSONDecodeError"),
     ],
@@ -185,6 +213,6 @@ def test_config_validation(make: Callable[[], LoadConfig]) -> None:
 
 def test_sse_splitter_crlf_comments_and_multiline() -> None:
     splitter = SSESplitter()
-    out = list(splitter.feed(b": ping\r\n\r\ndata: {\"a\":\r\n"))
+    out = list(splitter.feed(b': ping\r\n\r\ndata: {"a":\r\n'))
     out += list(splitter.feed(b"data: 1}\r\n\r\nevent: x\ndata: [DONE]\n\n"))
     assert out == [b'{"a":\n1}', b"[DONE]"]

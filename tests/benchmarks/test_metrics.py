@@ -16,7 +16,9 @@ from lorafleet.benchmarks.metrics import (
 )
 
 
-def record(ttft: float, itl: list[float], tokens: int, start: float = 0.0, prompt: int = 10) -> RequestRecord:
+def record(
+    ttft: float, itl: list[float], tokens: int, start: float = 0.0, prompt: int = 10
+) -> RequestRecord:
     return RequestRecord(
         success=True, ttft=ttft, itl=itl, latency=ttft + sum(itl), output_tokens=tokens,
         prompt_len=prompt, start_time=start, chunks=len(itl) + 1, usage_reported=True,

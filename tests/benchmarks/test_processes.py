@@ -35,17 +35,26 @@ def test_find_free_port_skips_busy_and_taken() -> None:
 
 def test_fake_engine_lifecycle(tmp_path: Path) -> None:
     with ProcessStack(tmp_path) as stack:
-        process = stack.start(fake_engine(find_free_port(), ttft_ms=1, itl_ms=1, served_model_name="m"))
+        process = stack.start(
+            fake_engine(find_free_port(), ttft_ms=1, itl_ms=1, served_model_name="m")
+        )
         stack.wait_ready()
         assert process.ready_after_s is not None and process.pid is not None
         pid = process.pid
         cpu = process.cpu_seconds()
         assert cpu is not None and cpu > 0
-    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    assert (
+        not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    )
 
 
 def test_process_that_exits_reports_its_log(tmp_path: Path) -> None:
-    spec = ProcessSpec("dies", [sys.executable, "-c", "print('bad flag'); raise SystemExit(3)"], port=find_free_port(), ready_path="/health")
+    spec = ProcessSpec(
+        "dies",
+        [sys.executable, "-c", "print('bad flag'); raise SystemExit(3)"],
+        port=find_free_port(),
+        ready_path="/health",
+    )
     with ProcessStack(tmp_path) as stack:
         stack.start(spec)
         with pytest.raises(ProcessStartError, match=r"exited with 3:\n.*bad flag"):
@@ -53,7 +62,13 @@ def test_process_that_exits_reports_its_log(tmp_path: Path) -> None:
 
 
 def test_ready_timeout(tmp_path: Path) -> None:
-    spec = ProcessSpec("sleeps", [sys.executable, "-c", "import time; time.sleep(30)"], port=find_free_port(), ready_path="/health", ready_timeout_s=0.5)
+    spec = ProcessSpec(
+        "sleeps",
+        [sys.executable, "-c", "import time; time.sleep(30)"],
+        port=find_free_port(),
+        ready_path="/health",
+        ready_timeout_s=0.5,
+    )
     with ProcessStack(tmp_path) as stack, pytest.raises(ProcessStartError, match="not ready after"):
         stack.start(spec)
         stack.wait_ready()
@@ -66,12 +81,21 @@ def test_tree_cpu_seconds_counts_self() -> None:
 
 
 def test_vllm_command_and_env() -> None:
-    options = VllmOptions(enable_lora=True, max_loras=8, max_lora_rank=16, lora_modules=(("a", "/x/a"),), kv_cache_gib=2.0)
+    options = VllmOptions(
+        enable_lora=True,
+        max_loras=8,
+        max_lora_rank=16,
+        lora_modules=(("a", "/x/a"),),
+        kv_cache_gib=2.0,
+    )
     spec = vllm_engine(Path("/models/m"), 8300, options)
     argv = " ".join(spec.argv)
     assert "--enable-lora --max-loras 8 --max-lora-rank 16 --lora-modules a=/x/a" in argv
     assert "--host 127.0.0.1 --port 8300" in argv and "--dtype float32" in argv
-    assert spec.env["VLLM_CPU_KVCACHE_SPACE"] == "2" and spec.env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    assert (
+        spec.env["VLLM_CPU_KVCACHE_SPACE"] == "2"
+        and spec.env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    )
     assert "--enable-lora" not in " ".join(vllm_engine(Path("/m"), 8301, VllmOptions()).argv)
 
 

@@ -12,7 +12,15 @@ import pytest
 from lorafleet.benchmarks.loadgen import RequestRecord
 from lorafleet.benchmarks.metrics import compute_metrics
 from lorafleet.benchmarks.report import render_readme, write_result
-from lorafleet.benchmarks.scenarios.base import SCHEMA, Arm, BenchContext, Options, Workload, compare, headline_row
+from lorafleet.benchmarks.scenarios.base import (
+    SCHEMA,
+    Arm,
+    BenchContext,
+    Options,
+    Workload,
+    compare,
+    headline_row,
+)
 from tests.benchmarks.conftest import FakeServer
 
 # Keys `vllm bench serve --save-result --save-detailed` writes that our per-run files must share.
@@ -27,20 +35,38 @@ RESULT_KEYS = {
     "schema", "scenario", "date", "finished", "machine", "software", "load_average_at_start", "load_average_at_end",
     "command", "settings", "targets", "arms", "comparisons", "headline", "generator", "notes", "plots",
 }  # fmt: skip
-MACHINE_KEYS = {"cpu_model", "logical_cpus", "usable_cpus", "memory_gib", "gpu", "platform", "cpu_flags"}
+MACHINE_KEYS = {
+    "cpu_model",
+    "logical_cpus",
+    "usable_cpus",
+    "memory_gib",
+    "gpu",
+    "platform",
+    "cpu_flags",
+}
 HEADLINE_KEYS = {"measure", "value", "unit", "min", "max", "bar", "meets_bar", "workload", "date"}
 
 
 @pytest.fixture(scope="module")
-def two_arm_result(fake_server: FakeServer, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
+def two_arm_result(
+    fake_server: FakeServer, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, object]]:
     out = tmp_path_factory.mktemp("bench")
-    ctx = BenchContext("unit", Options(out_dir=out, repeats=2, progress=False, warmup=1, goodput={"ttft": 500}))
+    ctx = BenchContext(
+        "unit", Options(out_dir=out, repeats=2, progress=False, warmup=1, goodput={"ttft": 500})
+    )
     workload = Workload(num_requests=6, input_len=8, output_len=4, concurrency=3)
     a = Arm("a", fake_server.url, "fake-model", workload)
     b = Arm("b", fake_server.url, "fake-model", workload)
     ctx.run_arms([a, b])
-    comparison = compare("a / b", a, b, "output_throughput", bar=">= 0.5", passes=lambda v: v >= 0.5)
-    result = ctx.result(arms=[a, b], comparisons=[comparison], headline=[headline_row("a vs b", comparison, "x", workload.describe())])
+    comparison = compare(
+        "a / b", a, b, "output_throughput", bar=">= 0.5", passes=lambda v: v >= 0.5
+    )
+    result = ctx.result(
+        arms=[a, b],
+        comparisons=[comparison],
+        headline=[headline_row("a vs b", comparison, "x", workload.describe())],
+    )
     write_result(out, result, [])
     return out, result
 
@@ -78,7 +104,15 @@ def test_run_files_use_vllm_field_names(two_arm_result: tuple[Path, dict[str, ob
 def test_markdown_summary(two_arm_result: tuple[Path, dict[str, object]]) -> None:
     out, _ = two_arm_result
     text = (out / "summary.md").read_text()
-    for needle in ("# `lorafleet bench unit`", "## Headline", "| a vs b |", "## Arms", "## Comparisons", "load average", "AMD" if "AMD" in text else "machine:"):
+    for needle in (
+        "# `lorafleet bench unit`",
+        "## Headline",
+        "| a vs b |",
+        "## Arms",
+        "## Comparisons",
+        "load average",
+        "AMD" if "AMD" in text else "machine:",
+    ):
         assert needle in text
 
 
@@ -107,14 +141,20 @@ def test_same_numbers_as_vllm_calculate_metrics() -> None:
         input_requests=[], outputs=outputs, dur_s=3.0, tokenizer=None,
         selected_percentiles=[50.0, 90.0, 99.0], goodput_config_dict={"ttft": 130.0, "tpot": 30.0},
     )  # fmt: skip
-    ours = compute_metrics(records, 3.0, percentiles=(50.0, 90.0, 99.0), goodput_slos_ms={"ttft": 130.0, "tpot": 30.0})
+    ours = compute_metrics(
+        records, 3.0, percentiles=(50.0, 90.0, 99.0), goodput_slos_ms={"ttft": 130.0, "tpot": 30.0}
+    )
     for field in ("completed", "failed", "total_input", "total_output", "request_throughput", "request_goodput",
                   "output_throughput", "total_token_throughput", "max_output_tokens_per_s", "max_concurrent_requests"):  # fmt: skip
-        key = {"total_input": "total_input_tokens", "total_output": "total_output_tokens"}.get(field, field)
+        key = {"total_input": "total_input_tokens", "total_output": "total_output_tokens"}.get(
+            field, field
+        )
         assert ours[key] == pytest.approx(getattr(theirs, field)), field
     for metric in ("ttft", "tpot", "itl", "e2el"):
         for stat in ("mean", "median", "std"):
-            assert ours[f"{stat}_{metric}_ms"] == pytest.approx(getattr(theirs, f"{stat}_{metric}_ms")), (stat, metric)
+            assert ours[f"{stat}_{metric}_ms"] == pytest.approx(
+                getattr(theirs, f"{stat}_{metric}_ms")
+            ), (stat, metric)
         for pct, value in getattr(theirs, f"percentiles_{metric}_ms"):
             assert ours[f"p{int(pct)}_{metric}_ms"] == pytest.approx(value), (pct, metric)
     assert not math.isnan(ours["mean_itl_ms"])

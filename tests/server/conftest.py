@@ -53,6 +53,7 @@ def settings(tmp_path: Path, base_model_dir: Path, adapter_root: Path) -> Settin
         registry_poll_s=0.05,
         reconcile_interval_s=0.2,
         max_body_bytes=64 * 1024,
+        retry_max_wait_s=0.01,
     )
 
 
