@@ -72,11 +72,10 @@ def create_app(
             max_per_replica=settings.max_adapters_per_engine,
         )
         resolver = ModelResolver(pools, adapters, created=int(time.time()))
-        gateway = Gateway(
-            settings, pools, metrics, InferenceService(resolver, metrics, RetryPolicy(settings.retry_attempts,
-            settings.retry_max_wait_s)), adapters,
-            base_model_dir=supervisor.model_dir if supervisor else None,
-        )  # fmt: skip
+        retry = RetryPolicy(settings.retry_attempts, settings.retry_max_wait_s)
+        service = InferenceService(resolver, metrics, retry)
+        base_model_dir = supervisor.model_dir if supervisor else None
+        gateway = Gateway(settings, pools, metrics, service, adapters, base_model_dir)
         async with contextlib.AsyncExitStack() as stack:
             stack.callback(registry.close)
             stack.push_async_callback(client.aclose)
