@@ -23,7 +23,7 @@ from lorafleet import __version__
 from lorafleet.adapters.guard import write_guard_adapter
 from lorafleet.adapters.registration import register_adapter
 from lorafleet.adapters.registry import AdapterRegistry
-from lorafleet.server.deps import Gateway
+from lorafleet.server.deps import Gateway, Lifecycle
 from lorafleet.server.engine.pool import EnginePool
 from lorafleet.server.engine.supervisor import EngineSupervisor, has_cuda_device
 from lorafleet.server.engine.vllm_http import VLLMHttpEngine, make_timeout
@@ -75,7 +75,9 @@ def create_app(
         retry = RetryPolicy(settings.retry_attempts, settings.retry_max_wait_s)
         service = InferenceService(resolver, metrics, retry)
         base_model_dir = supervisor.model_dir if supervisor else None
-        gateway = Gateway(settings, pools, metrics, service, adapters, base_model_dir)
+        gateway = Gateway(
+            settings, pools, metrics, service, adapters, base_model_dir, app.state.lifecycle
+        )
         async with contextlib.AsyncExitStack() as stack:
             stack.callback(registry.close)
             stack.push_async_callback(client.aclose)
@@ -97,7 +99,7 @@ def create_app(
                 tasks.append(asyncio.create_task(_discover(gateway, client)))
             stack.push_async_callback(_cancel, tasks)
             yield {"gateway": gateway}
-            gateway.draining = True
+            gateway.lifecycle.draining = True
 
     app = FastAPI(
         title="lorafleet",
@@ -105,6 +107,7 @@ def create_app(
         description="OpenAI-compatible gateway for vLLM engines and LoRA adapters.",
         lifespan=lifespan,
     )
+    app.state.lifecycle = Lifecycle()
     install_error_handlers(app)
     app.include_router(openai.router)
     app.include_router(adapter_routes.router)

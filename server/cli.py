@@ -11,7 +11,11 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lorafleet.server.engine.supervisor import EngineSupervisor
+    from lorafleet.server.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -53,36 +57,12 @@ def main(args: argparse.Namespace) -> int:
     except (ValidationError, FileNotFoundError) as exc:
         print(f"lorafleet serve: invalid settings:\n{exc}", file=sys.stderr)
         return 2
+    from lorafleet.server.runner import serve
+
     return serve(settings)
 
 
-def serve(settings: Any) -> int:
-    import uvicorn
-
-    from lorafleet.server.app import create_app
-    from lorafleet.server.logs import configure_logging
-
-    configure_logging(settings.log_level, settings.log_format)
-    supervisor = build_supervisor(settings) if settings.local_mode else None
-    app = create_app(settings, supervisor=supervisor)
-    log.info(
-        "lorafleet gateway on http://%s:%d (%s mode, base model %s)",
-        settings.host, settings.port, "local" if supervisor else "cluster",
-        settings.base_model_id,
-    )  # fmt: skip
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=settings.access_log,
-        timeout_graceful_shutdown=int(settings.drain_timeout_s),
-        h11_max_incomplete_event_size=64 * 1024,
-    )
-    return 0
-
-
-def build_supervisor(settings: Any) -> Any:
+def build_supervisor(settings: Settings) -> EngineSupervisor:
     from lorafleet.adapters.base_models import ModelFetchError, fetch_model
     from lorafleet.server.engine.supervisor import (
         EngineProcess,
@@ -97,9 +77,9 @@ def build_supervisor(settings: Any) -> Any:
         model_dir = fetch_model(settings.model, settings.cache_dir)
     except ModelFetchError as exc:
         raise SystemExit(f"lorafleet serve: {exc}") from exc
-    cores = [settings.engine_cpu_threads] * settings.replicas
+    cores: list[str | None] = [settings.engine_cpu_threads] * settings.replicas
     if settings.engine_cpu_threads is None and not has_cuda_device():
-        cores = split_cores(settings.replicas)
+        cores = list(split_cores(settings.replicas))
     processes = []
     for index in range(settings.replicas):
         spec = EngineSpec(

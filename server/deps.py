@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated
@@ -20,6 +20,14 @@ from lorafleet.server.settings import Settings
 
 
 @dataclass
+class Lifecycle:
+    """Set by the process's signal handling (before the lifespan ends): once draining, /ready
+    answers 503 and new inference requests are refused while in-flight ones finish."""
+
+    draining: bool = False
+
+
+@dataclass
 class Gateway:
     """Everything long-lived that the handlers share; built and torn down by the lifespan."""
 
@@ -29,7 +37,11 @@ class Gateway:
     service: InferenceService
     adapters: AdapterManager
     base_model_dir: Path | None = None  # local mode knows it; cluster mode fetches config
-    draining: bool = False
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+
+    @property
+    def draining(self) -> bool:
+        return self.lifecycle.draining
 
     @cached_property
     def _served_base(self) -> ServedBase:

@@ -52,6 +52,9 @@ class TrainConfig:
     batch_size: int = _f(4, "examples per device per forward pass")
     grad_accum: int = _f(1, "forward passes per optimizer step")
     max_length: int = _f(512, "tokens per example; longer ones are truncated")
+    group_by_length: bool = _f(
+        False, "batch examples of similar length together (less padding, faster on CPU)"
+    )
     seed: int = _f(42, "seed for data order, dropout and LoRA init")
     max_minutes: float | None = _f(
         None, "stop (and save) after this much training time; pairs with a constant schedule"

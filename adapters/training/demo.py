@@ -33,7 +33,12 @@ import httpx
 from lorafleet.adapters.base_models import DEFAULT_MODEL_ID, fetch_model
 from lorafleet.adapters.manifest import TrainingManifest, read_manifest
 from lorafleet.adapters.training import synthetic
-from lorafleet.adapters.training.evaluation import EvalOptions, evaluate, load_items, render_markdown
+from lorafleet.adapters.training.evaluation import (
+    EvalOptions,
+    evaluate,
+    load_items,
+    render_markdown,
+)
 from lorafleet.adapters.training.publish import publish_adapter
 
 CONFIG = Path(__file__).with_name("configs") / "court-demo.yaml"
@@ -49,7 +54,9 @@ class Target:
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lorafleet.adapters.training.demo")
-    parser.add_argument("--gateway", default=os.environ.get("LORAFLEET_URL", "http://127.0.0.1:8000"))
+    parser.add_argument(
+        "--gateway", default=os.environ.get("LORAFLEET_URL", "http://127.0.0.1:8000")
+    )
     parser.add_argument("--workdir", type=Path, default=Path("runs/demo-finetune"))
     parser.add_argument("--standalone", action="store_true", help="bare vLLM, no gateway")
     parser.add_argument("--train-examples", type=int, default=1200)
@@ -147,7 +154,9 @@ def bare_vllm(adapter: Path, port: int) -> Iterator[str]:
                 process.kill()
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float = 600) -> None:
+def _wait_ready(
+    url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float = 600
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -161,14 +170,19 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s
     raise RuntimeError(f"vLLM not ready after {timeout_s:.0f} s; see {log}")
 
 
-def run_eval(target: Target, model: str, dataset: Path, work: Path, concurrency: int) -> dict[str, Any]:
+def run_eval(
+    target: Target, model: str, dataset: Path, work: Path, concurrency: int
+) -> dict[str, Any]:
     options = EvalOptions(target=target.url, model=model, concurrency=concurrency)
     report, answers = evaluate(load_items(dataset), options)
     stem = model.replace("@", "_v")
     (work / f"eval-{stem}.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     with (work / f"answers-{stem}.jsonl").open("w", encoding="utf-8") as f:
         for answer in answers:
-            f.write(json.dumps({"answer": answer.text, "error": answer.error}, ensure_ascii=False) + "\n")
+            f.write(
+                json.dumps({"answer": answer.text, "error": answer.error}, ensure_ascii=False)
+                + "\n"
+            )
     return report
 
 

@@ -51,7 +51,8 @@ def merge_adapter(
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=getattr(torch, dtype))
     merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
     merged.save_pretrained(output, safe_serialization=True)
-    AutoTokenizer.from_pretrained(base_path).save_pretrained(output)
+    if any((base_path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+        AutoTokenizer.from_pretrained(base_path).save_pretrained(output)
     record = {
         "base_model": str(base_path),
         "base_fingerprint": model_fingerprint(base_path),

@@ -169,6 +169,9 @@ def build_trainer(run: PreparedRun) -> Any:
         bias="none",
         task_type="CAUSAL_LM",
     )
+    sampling: dict[str, Any] = (
+        {"train_sampling_strategy": "group_by_length"} if config.group_by_length else {}
+    )
     args = SFTConfig(
         output_dir=str(config.checkpoint_path),
         max_steps=config.max_steps,
@@ -198,6 +201,7 @@ def build_trainer(run: PreparedRun) -> Any:
         disable_tqdm=not config.progress,
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
+        **sampling,
     )
     callbacks = [time_budget_callback(config.max_minutes)] if config.max_minutes else []
     return SFTTrainer(
@@ -228,7 +232,9 @@ def time_budget_callback(minutes: float) -> Any:
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if time.monotonic() >= self.deadline and not control.should_training_stop:
-                logger.info("time budget of %.1f min reached at step %d", minutes, state.global_step)
+                logger.info(
+                    "time budget of %.1f min reached at step %d", minutes, state.global_step
+                )
                 control.should_training_stop = True
                 control.should_save = True
 

@@ -7,8 +7,9 @@ import time
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from lorafleet.server.deps import ServiceDep
+from lorafleet.server.deps import Gateway, GatewayDep
 from lorafleet.server.engine.base import Endpoint
+from lorafleet.server.errors import EngineUnavailableError
 from lorafleet.server.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -25,18 +26,27 @@ router = APIRouter(prefix="/v1", tags=["openai"], responses=_ERRORS)
 
 @router.post("/chat/completions")
 async def chat_completions(
-    body: ChatCompletionRequest, request: Request, service: ServiceDep
+    body: ChatCompletionRequest, request: Request, gateway: GatewayDep
 ) -> Response:
     started = time.perf_counter()
-    return await service.handle(Endpoint.CHAT, body, request.state.request_id, started)
+    _refuse_when_draining(gateway)
+    return await gateway.service.handle(Endpoint.CHAT, body, request.state.request_id, started)
 
 
 @router.post("/completions")
-async def completions(body: CompletionRequest, request: Request, service: ServiceDep) -> Response:
+async def completions(body: CompletionRequest, request: Request, gateway: GatewayDep) -> Response:
     started = time.perf_counter()
-    return await service.handle(Endpoint.COMPLETIONS, body, request.state.request_id, started)
+    _refuse_when_draining(gateway)
+    return await gateway.service.handle(
+        Endpoint.COMPLETIONS, body, request.state.request_id, started
+    )
 
 
 @router.get("/models")
-async def list_models(service: ServiceDep) -> ModelList:
-    return ModelList(data=await service.resolver.list_models())
+async def list_models(gateway: GatewayDep) -> ModelList:
+    return ModelList(data=await gateway.service.resolver.list_models())
+
+
+def _refuse_when_draining(gateway: Gateway) -> None:
+    if gateway.draining:
+        raise EngineUnavailableError("the gateway is shutting down; retry on another replica")

@@ -1,0 +1,57 @@
+"""Run the gateway process: logging, the local engines, uvicorn with a draining shutdown."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import uvicorn
+
+from lorafleet.server.app import create_app
+from lorafleet.server.cli import build_supervisor
+from lorafleet.server.deps import Lifecycle
+from lorafleet.server.logs import configure_logging
+from lorafleet.server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, plus: on SIGTERM/SIGINT the gateway is marked draining at once (/ready turns
+    503, new requests are refused) while uvicorn lets in-flight streams finish within
+    `drain_timeout_s`; the lifespan then stops the engines and the process exits 0."""
+
+    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle) -> None:
+        super().__init__(config)
+        self.lifecycle = lifecycle
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if not self.lifecycle.draining:
+            log.info(
+                "draining: finishing in-flight requests (up to %ss)",
+                self.config.timeout_graceful_shutdown,
+            )
+        self.lifecycle.draining = True
+        super().handle_exit(sig, frame)
+
+
+def serve(settings: Settings) -> int:
+    configure_logging(settings.log_level, settings.log_format)
+    supervisor = build_supervisor(settings) if settings.local_mode else None
+    app = create_app(settings, supervisor=supervisor)
+    log.info(
+        "lorafleet gateway on http://%s:%d (%s mode, base model %s)",
+        settings.host, settings.port, "local" if supervisor else "cluster",
+        settings.base_model_id,
+    )  # fmt: skip
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=settings.access_log,
+        timeout_graceful_shutdown=int(settings.drain_timeout_s),
+        h11_max_incomplete_event_size=64 * 1024,  # a huge header gets an error, not memory
+    )
+    DrainingServer(config, app.state.lifecycle).run()
+    return 0
