@@ -1,0 +1,81 @@
+"""Two gateway replicas sharing one PostgreSQL registry see each other's changes promptly."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from lorafleet.adapters.base_models import model_info
+from lorafleet.server.app import create_app
+from lorafleet.server.settings import Settings
+from tests.adapter_factory import make_lora_dir
+from tests.fake_vllm import MODEL, FakeVLLM
+from tests.server.conftest import wait_ready
+
+ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    name = f"lorafleet_shared_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(ADMIN, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect(ADMIN, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def wait_for(predicate: object, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_alias_changes_propagate_between_gateways(
+    settings: Settings, postgres_url: str, adapter_root: Path, base_model_dir: Path
+) -> None:
+    shared = settings.model_copy(update={"database_url": postgres_url, "registry_poll_s": 0.1})
+    engines = [FakeVLLM(), FakeVLLM()]
+    base = model_info(base_model_dir)
+    v1 = make_lora_dir(adapter_root / "v1", base, seed=1, layers=range(1))
+    v2 = make_lora_dir(adapter_root / "v2", base, seed=2, layers=range(1))
+    chat = {"model": "shared", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    with ExitStack() as stack:
+        one, two = (
+            stack.enter_context(TestClient(create_app(shared, transport=e.transport())))
+            for e in engines
+        )
+        for client in (one, two):
+            wait_ready(client)
+        assert (
+            one.post("/v1/adapters", json={"name": "shared", "source": str(v1)}).status_code == 201
+        )
+        wait_for(lambda: two.post("/v1/chat/completions", json=chat).status_code == 200)
+        assert engines[1].requests[-1]["model"] == "shared@1"
+
+        started = time.monotonic()
+        assert (
+            one.post("/v1/adapters", json={"name": "shared", "source": str(v2)}).status_code == 201
+        )
+
+        def second_sees_v2() -> bool:
+            two.post("/v1/chat/completions", json=chat)
+            return bool(engines[1].requests[-1]["model"] == "shared@2")
+
+        wait_for(second_sees_v2)
+        print(f"\n[alias change seen by the other gateway in {time.monotonic() - started:.2f}s]")
+        assert two.post("/v1/adapters/shared/rollback", json={}).status_code == 200
+        wait_for(lambda: one.get("/v1/models").json() and _current(one) == 1)
+        assert MODEL in [m["id"] for m in two.get("/v1/models").json()["data"]]
+
+
+def _current(client: TestClient) -> int:
+    return int(client.get("/v1/adapters/shared").json()["current_version"])
