@@ -27,18 +27,22 @@ from lorafleet.benchmarks.scenarios import SCENARIO_NAMES, load
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "bench", help="benchmark scenarios: latency, throughput, cost",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+        "bench",
+        help="benchmark scenarios: latency, throughput, cost",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     scenarios = parser.add_subparsers(dest="bench_scenario", metavar="SCENARIO")
     from lorafleet.benchmarks.scenarios.base import add_common_arguments
 
     for name in (*SCENARIO_NAMES, "load"):
         module = load(name)
         sub = scenarios.add_parser(
-            name, help=module.HELP, description=module.__doc__,
+            name,
+            help=module.HELP,
+            description=module.__doc__,
             formatter_class=argparse.RawDescriptionHelpFormatter,
-        )  # fmt: skip
+        )
         module.add_arguments(sub)
         add_common_arguments(sub)
         sub.set_defaults(**getattr(module, "DEFAULTS", {}))

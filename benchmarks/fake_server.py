@@ -32,25 +32,67 @@ def make_app(ttft_s: float, itl_s: float, model: str = "fake-model") -> Starlett
         return Response(status_code=200)
 
     async def models(request: Request) -> Response:
-        return JSONResponse({"object": "list", "data": [{"id": model, "object": "model", "created": created, "owned_by": "fake", "root": model}]})
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [
+                    {
+                        "id": model,
+                        "object": "model",
+                        "created": created,
+                        "owned_by": "fake",
+                        "root": model,
+                    }
+                ],
+            }
+        )
 
     async def generate(request: Request) -> Response:
         body = orjson.loads(await request.body())
         chat = request.url.path.endswith("/chat/completions")
         tokens = int(body.get("max_completion_tokens") or body.get("max_tokens") or 16)
-        prompt = body.get("prompt") if not chat else " ".join(str(m.get("content")) for m in body.get("messages", []))
+        prompt = (
+            body.get("prompt")
+            if not chat
+            else " ".join(str(m.get("content")) for m in body.get("messages", []))
+        )
         prompt_tokens = len(prompt) if isinstance(prompt, list) else len(str(prompt or "").split())
         request_id = f"fake-{next(counter)}"
         if not body.get("stream"):
             await asyncio.sleep(ttft_s + itl_s * (tokens - 1))
             text = " tok" * tokens
             choice: dict[str, Any] = {"index": 0, "finish_reason": "length"}
-            choice |= {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
-            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": tokens, "total_tokens": prompt_tokens + tokens}
-            return JSONResponse({"id": request_id, "object": "chat.completion" if chat else "text_completion", "created": created, "model": body.get("model"), "choices": [choice], "usage": usage})
+            choice |= (
+                {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
+            )
+            usage = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": tokens,
+                "total_tokens": prompt_tokens + tokens,
+            }
+            return JSONResponse(
+                {
+                    "id": request_id,
+                    "object": "chat.completion" if chat else "text_completion",
+                    "created": created,
+                    "model": body.get("model"),
+                    "choices": [choice],
+                    "usage": usage,
+                }
+            )
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return StreamingResponse(
-            _stream(request_id, str(body.get("model")), chat, tokens, prompt_tokens, include_usage, ttft_s, itl_s, created),
+            _stream(
+                request_id,
+                str(body.get("model")),
+                chat,
+                tokens,
+                prompt_tokens,
+                include_usage,
+                ttft_s,
+                itl_s,
+                created,
+            ),
             media_type="text/event-stream",
         )
 
@@ -65,9 +107,16 @@ def make_app(ttft_s: float, itl_s: float, model: str = "fake-model") -> Starlett
 
 
 async def _stream(
-    request_id: str, model: str, chat: bool, tokens: int, prompt_tokens: int, include_usage: bool,
-    ttft_s: float, itl_s: float, created: int,
-) -> AsyncIterator[bytes]:  # fmt: skip
+    request_id: str,
+    model: str,
+    chat: bool,
+    tokens: int,
+    prompt_tokens: int,
+    include_usage: bool,
+    ttft_s: float,
+    itl_s: float,
+    created: int,
+) -> AsyncIterator[bytes]:
     started = time.perf_counter()
     kind = "chat.completion.chunk" if chat else "text_completion"
     for index in range(tokens):
@@ -77,15 +126,46 @@ async def _stream(
         reason = "length" if index == tokens - 1 else None
         choice: dict[str, Any] = {"index": 0, "finish_reason": reason}
         choice |= {"delta": {"content": " tok"}} if chat else {"text": " tok"}
-        yield b"data: " + orjson.dumps({"id": request_id, "object": kind, "created": created, "model": model, "choices": [choice]}) + b"\n\n"
+        yield (
+            b"data: "
+            + orjson.dumps(
+                {
+                    "id": request_id,
+                    "object": kind,
+                    "created": created,
+                    "model": model,
+                    "choices": [choice],
+                }
+            )
+            + b"\n\n"
+        )
     if include_usage:
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": tokens, "total_tokens": prompt_tokens + tokens}
-        yield b"data: " + orjson.dumps({"id": request_id, "object": kind, "created": created, "model": model, "choices": [], "usage": usage}) + b"\n\n"
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": tokens,
+            "total_tokens": prompt_tokens + tokens,
+        }
+        yield (
+            b"data: "
+            + orjson.dumps(
+                {
+                    "id": request_id,
+                    "object": kind,
+                    "created": created,
+                    "model": model,
+                    "choices": [],
+                    "usage": usage,
+                }
+            )
+            + b"\n\n"
+        )
     yield b"data: [DONE]\n\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lorafleet.benchmarks.fake_server", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m lorafleet.benchmarks.fake_server", description=__doc__
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8320)
     parser.add_argument("--ttft-ms", type=float, default=50.0)

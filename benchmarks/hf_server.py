@@ -300,9 +300,13 @@ class OpenAIFrontend:
             yield b"data: " + orjson.dumps(error) + b"\n\n"
         if usage:
             payload = {
-                "id": request_id, "object": _object(chat, True), "created": self.created,
-                "model": self.model_name, "choices": [], "usage": _usage(len(job.prompt_ids), produced),
-            }  # fmt: skip
+                "id": request_id,
+                "object": _object(chat, True),
+                "created": self.created,
+                "model": self.model_name,
+                "choices": [],
+                "usage": _usage(len(job.prompt_ids), produced),
+            }
             yield b"data: " + orjson.dumps(payload) + b"\n\n"
         yield b"data: [DONE]\n\n"
 

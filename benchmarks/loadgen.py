@@ -285,12 +285,16 @@ async def run_load(
     models = assign_models(config, len(specs))
     pairs = list(zip(specs, models, strict=True))
     payloads = [build_payload(config, spec, model) for spec, model in pairs]
-    records = [RequestRecord(model=model, prompt_len=max(spec.prompt_len, 0)) for spec, model in pairs]
+    records = [
+        RequestRecord(model=model, prompt_len=max(spec.prompt_len, 0)) for spec, model in pairs
+    ]
     offsets = arrival_offsets(len(specs), config.request_rate, config.burstiness, config.seed)
     headers = _headers(config)
     slots = asyncio.Semaphore(config.concurrency or len(specs))
     clients = ClientPool(transport, httpx.Timeout(config.request_timeout_s, connect=10.0))
-    bar = tqdm(total=len(specs), desc=config.label or "requests", disable=not config.progress, leave=False)
+    bar = tqdm(
+        total=len(specs), desc=config.label or "requests", disable=not config.progress, leave=False
+    )
 
     async def one(record: RequestRecord, payload: bytes, due: float) -> None:
         async with slots:

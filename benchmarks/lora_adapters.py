@@ -35,11 +35,24 @@ def make_adapters(
 ) -> list[tuple[str, Path]]:
     """Create `count` adapters under `out_dir` in a subprocess; returns (name, path) pairs."""
     argv = [
-        sys.executable, "-m", "lorafleet.benchmarks.lora_adapters",
-        "--model", str(model_dir), "--out", str(out_dir), "--count", str(count),
-        "--rank", str(rank), "--targets", ",".join(targets), "--seed", str(seed),
-        "--first", str(first),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "lorafleet.benchmarks.lora_adapters",
+        "--model",
+        str(model_dir),
+        "--out",
+        str(out_dir),
+        "--count",
+        str(count),
+        "--rank",
+        str(rank),
+        "--targets",
+        ",".join(targets),
+        "--seed",
+        str(seed),
+        "--first",
+        str(first),
+    ]
     done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"creating adapters failed:\n{done.stderr[-3000:]}")

@@ -89,15 +89,23 @@ def vllm_engine(
     model_dir: Path, port: int, options: VllmOptions, name: str = "engine"
 ) -> ProcessSpec:
     argv = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(model_dir),
-        "--served-model-name", options.served_model_name,
-        "--dtype", options.dtype,
-        "--max-model-len", str(options.max_model_len),
-        "--host", "127.0.0.1",
-        "--port", str(port),
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir),
+        "--served-model-name",
+        options.served_model_name,
+        "--dtype",
+        options.dtype,
+        "--max-model-len",
+        str(options.max_model_len),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
         "--disable-uvicorn-access-log",
-    ]  # fmt: skip
+    ]
     if options.max_num_seqs:
         argv += ["--max-num-seqs", str(options.max_num_seqs)]
     if options.enable_lora:
@@ -157,20 +165,39 @@ def hf_server(
     name: str = "hf",
 ) -> ProcessSpec:
     argv = [
-        sys.executable, "-m", "lorafleet.benchmarks.hf_server",
-        "--model", str(model_dir), "--served-model-name", served_model_name,
-        "--port", str(port), "--batch-size", str(batch_size),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "lorafleet.benchmarks.hf_server",
+        "--model",
+        str(model_dir),
+        "--served-model-name",
+        served_model_name,
+        "--port",
+        str(port),
+        "--batch-size",
+        str(batch_size),
+    ]
     if threads:
         argv += ["--threads", str(threads)]
     return ProcessSpec(name=name, argv=argv, port=port, ready_path="/health", ready_timeout_s=180.0)
 
 
-def fake_engine(port: int, *, ttft_ms: float, itl_ms: float, served_model_name: str, name: str = "fake-engine") -> ProcessSpec:
+def fake_engine(
+    port: int, *, ttft_ms: float, itl_ms: float, served_model_name: str, name: str = "fake-engine"
+) -> ProcessSpec:
     argv = [
-        sys.executable, "-m", "lorafleet.benchmarks.fake_server", "--port", str(port),
-        "--ttft-ms", str(ttft_ms), "--itl-ms", str(itl_ms), "--model", served_model_name,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "lorafleet.benchmarks.fake_server",
+        "--port",
+        str(port),
+        "--ttft-ms",
+        str(ttft_ms),
+        "--itl-ms",
+        str(itl_ms),
+        "--model",
+        served_model_name,
+    ]
     return ProcessSpec(name=name, argv=argv, port=port, ready_path="/health", ready_timeout_s=60.0)
 
 
@@ -207,9 +234,13 @@ class ManagedProcess:
         env = os.environ | self.spec.env
         with self.log_path.open("ab") as log:
             self._popen = subprocess.Popen(
-                self.spec.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-            )  # fmt: skip
+                self.spec.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )
         self.started_at = time.monotonic()
 
     def poll_ready(self) -> bool:

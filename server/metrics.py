@@ -56,6 +56,12 @@ class GatewayMetrics:
             ["model"],
             registry=self.registry,
         )
+        self.routing = Counter(
+            "lorafleet:routing_decisions",
+            "Replica choices for adapter requests: warm (adapter already loaded there) or cold.",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.engine_ready = Gauge(
             "lorafleet:engine_ready",
             "1 when the engine replica answers its health check.",

@@ -208,6 +208,10 @@ class InferenceService:
         if version is None or adapters is None:
             return target.pool.pick(avoid=avoid)
         replica = target.pool.pick(prefer=lambda r: adapters.holds(r, version), avoid=avoid)
+        if version is not adapters.guard:
+            self.metrics.routing.labels(
+                "warm" if adapters.holds(replica, version) else "cold"
+            ).inc()
         await self._guard(target.pool, replica, adapters.ensure_loaded(version, replica))
         return replica
 

@@ -258,9 +258,11 @@ class BenchContext:
 
     def summarize(self, result: LoadResult, arm: Arm, repeat: int, seed: int) -> dict[str, Any]:
         run = compute_metrics(
-            result.records, result.duration, percentiles=self.options.percentiles,
+            result.records,
+            result.duration,
+            percentiles=self.options.percentiles,
             goodput_slos_ms=self.options.goodput or None,
-        )  # fmt: skip
+        )
         run["repeat"] = repeat + 1
         run["seed"] = seed
         run["started_at"] = result.started_at
@@ -345,7 +347,7 @@ class BenchContext:
                     "ready_after_s": t.process.ready_after_s if t.process else None,
                 }
                 for role, t in self.targets.items()
-            },  # fmt: skip
+            },
             "arms": {arm.name: arm.as_dict() for arm in arms},
             "comparisons": comparisons,
             "headline": headline,
@@ -398,9 +400,16 @@ def headline_row(
     else:
         value, low, high = comparison_or_value, None, None
     return {
-        "measure": measure, "value": value, "unit": unit, "min": low, "max": high,
-        "bar": bar, "meets_bar": meets_bar, "workload": workload, "date": date or now_iso()[:10],
-    }  # fmt: skip
+        "measure": measure,
+        "value": value,
+        "unit": unit,
+        "min": low,
+        "max": high,
+        "bar": bar,
+        "meets_bar": meets_bar,
+        "workload": workload,
+        "date": date or now_iso()[:10],
+    }
 
 
 def resolve_model_dir() -> Path:
@@ -408,8 +417,11 @@ def resolve_model_dir() -> Path:
     try:
         done = subprocess.run(
             [sys.executable, "-m", "lorafleet.cli", "model", "fetch", "--quiet"],
-            capture_output=True, text=True, timeout=900, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ScenarioError(f"`lorafleet model fetch` failed: {exc}; pass --model-dir") from exc
     lines = done.stdout.strip().splitlines()
@@ -441,9 +453,12 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="output directory (default ./bench-results/SCENARIO-DATE)",
     )
     group.add_argument(
-        "--target", action="append", default=[], metavar="ROLE=URL",
+        "--target",
+        action="append",
+        default=[],
+        metavar="ROLE=URL",
         help="use a running server for ROLE instead of starting one (roles: see the scenario's help)",
-    )  # fmt: skip
+    )
     group.add_argument("--repeats", type=int, default=3, help="runs per arm (>= 3 for comparisons)")
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--percentiles", default="50,90,99", help="latency percentiles to report")
@@ -457,9 +472,11 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--api-key", default=None, help="bearer token (default: $OPENAI_API_KEY)")
     group.add_argument(
-        "--no-ignore-eos", dest="ignore_eos", action="store_false",
+        "--no-ignore-eos",
+        dest="ignore_eos",
+        action="store_false",
         help="do not send vLLM's ignore_eos/min_tokens (hosted APIs); output lengths then vary",
-    )  # fmt: skip
+    )
     group.add_argument(
         "--temperature", type=float, default=0.0, help="sampling temperature sent (default greedy)"
     )

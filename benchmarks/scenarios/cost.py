@@ -112,8 +112,11 @@ def run(ctx: BenchContext, args: argparse.Namespace) -> dict[str, Any]:
         total_tok_s=summary["total_token_throughput"]["median"],
         input_tokens=int(summary["total_input_tokens"]["median"]),
         output_tokens=int(summary["total_output_tokens"]["median"]),
-        machine=machine, table=table, per_hour_override=args.dollars_per_hour, utilizations=utilizations,
-    )  # fmt: skip
+        machine=machine,
+        table=table,
+        per_hour_override=args.dollars_per_hour,
+        utilizations=utilizations,
+    )
     ctx.notes += report["notes"]
     price = f"${report['per_hour_used']}/h {machine.id}"
     headline = []
@@ -138,12 +141,22 @@ def run(ctx: BenchContext, args: argparse.Namespace) -> dict[str, Any]:
     for comp in report["comparisons"]:
         api = next(p for p in report["api"] if p["id"] == comp["api"])
         u = f"{comp['utilization']:.0%}"
-        headline.append(headline_row(
-            f"{comp['api']} list price (${api['output_per_1m']}/1M out, as of {api['as_of']}) / self-hosted, output, {u} utilization",
-            comp["output_times_cheaper"], "x", workload + "; model quality differs (see notes)"))  # fmt: skip
-        headline.append(headline_row(
-            f"{comp['api']} blended 3:1 (${api['blended_per_1m']:.3g}/1M) / self-hosted blended, {u} utilization",
-            comp["blended_times_cheaper"], "x", workload + "; model quality differs (see notes)"))  # fmt: skip
+        headline.append(
+            headline_row(
+                f"{comp['api']} list price (${api['output_per_1m']}/1M out, as of {api['as_of']}) / self-hosted, output, {u} utilization",
+                comp["output_times_cheaper"],
+                "x",
+                workload + "; model quality differs (see notes)",
+            )
+        )
+        headline.append(
+            headline_row(
+                f"{comp['api']} blended 3:1 (${api['blended_per_1m']:.3g}/1M) / self-hosted blended, {u} utilization",
+                comp["blended_times_cheaper"],
+                "x",
+                workload + "; model quality differs (see notes)",
+            )
+        )
     lines = ["| | $ / 1M output | $ / 1M blended 3:1 | as of | source |", "|---|---|---|---|---|"]
     for row in report["self_hosted"]:
         lines.append(
@@ -153,8 +166,11 @@ def run(ctx: BenchContext, args: argparse.Namespace) -> dict[str, Any]:
         lines.append(
             f"| {api['id']} ({api['model']}) | {api['output_per_1m']} | {api['blended_per_1m']:.4g} | {api['as_of']} | {api['source']} |"
         )
-    lines += ["", f"Sustained throughput priced: {report['throughput']['output_tok_s']:.1f} output tok/s, "
-              f"{report['throughput']['total_tok_s']:.1f} total tok/s (input:output {report['throughput']['input_output_ratio']:.2f}:1)."]  # fmt: skip
+    lines += [
+        "",
+        f"Sustained throughput priced: {report['throughput']['output_tok_s']:.1f} output tok/s, "
+        f"{report['throughput']['total_tok_s']:.1f} total tok/s (input:output {report['throughput']['input_output_ratio']:.2f}:1).",
+    ]
     result = ctx.result(arms=arms, comparisons=[], headline=headline)
     result["cost"] = report
     result["extra_sections"] = [{"title": "Cost per 1M tokens", "lines": lines}]

@@ -57,13 +57,25 @@ def run(ctx: BenchContext, args: argparse.Namespace) -> dict[str, Any]:
     if args.concurrency is None and math.isinf(args.request_rate):
         raise ScenarioError("give --concurrency (closed loop) or --request-rate (open loop)")
     workload = Workload(
-        num_requests=args.num_prompts, input_len=args.input_len, output_len=args.output_len,
-        output_range_ratio=args.output_range_ratio, concurrency=args.concurrency,
-        request_rate=args.request_rate, burstiness=args.burstiness, endpoint=args.endpoint,
-        dataset=args.dataset, dataset_path=args.dataset_path,
-    )  # fmt: skip
+        num_requests=args.num_prompts,
+        input_len=args.input_len,
+        output_len=args.output_len,
+        output_range_ratio=args.output_range_ratio,
+        concurrency=args.concurrency,
+        request_rate=args.request_rate,
+        burstiness=args.burstiness,
+        endpoint=args.endpoint,
+        dataset=args.dataset,
+        dataset_path=args.dataset_path,
+    )
     adapters = tuple(a for a in args.adapters.split(",") if a)
-    arm = Arm("load", url, args.model or ctx.options.served_model_name, workload, adapters=adapters,
-              adapter_assignment=args.adapter_assignment)  # fmt: skip
+    arm = Arm(
+        "load",
+        url,
+        args.model or ctx.options.served_model_name,
+        workload,
+        adapters=adapters,
+        adapter_assignment=args.adapter_assignment,
+    )
     ctx.run_arms([arm])
     return ctx.result(arms=[arm], comparisons=[], headline=[])

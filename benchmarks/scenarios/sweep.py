@@ -24,8 +24,19 @@ from lorafleet.benchmarks.scenarios.base import Arm, BenchContext, Workload, hea
 NAME = "sweep"
 HELP = "throughput-latency curve over concurrency (or request rate)"
 DEFAULTS = {"repeats": 1}  # a curve, not a comparison: one run per point unless asked
-KEYS = ("output_throughput", "max_output_tokens_per_s", "request_throughput", "median_ttft_ms", "p99_ttft_ms",
-        "median_tpot_ms", "p99_tpot_ms", "median_itl_ms", "p99_itl_ms", "median_e2el_ms", "failed")  # fmt: skip
+KEYS = (
+    "output_throughput",
+    "max_output_tokens_per_s",
+    "request_throughput",
+    "median_ttft_ms",
+    "p99_ttft_ms",
+    "median_tpot_ms",
+    "p99_tpot_ms",
+    "median_itl_ms",
+    "p99_itl_ms",
+    "median_e2el_ms",
+    "failed",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,14 +91,27 @@ def start_server(ctx: BenchContext, args: argparse.Namespace) -> str:
 
 
 def _workloads(args: argparse.Namespace) -> list[tuple[float, Workload]]:
-    common = {"input_len": args.input_len, "output_len": args.output_len, "endpoint": args.endpoint,
-              "dataset": args.dataset, "dataset_path": args.dataset_path}  # fmt: skip
+    common = {
+        "input_len": args.input_len,
+        "output_len": args.output_len,
+        "endpoint": args.endpoint,
+        "dataset": args.dataset,
+        "dataset_path": args.dataset_path,
+    }
     if args.rates:
         return [
-            (rate, Workload(num_requests=max(args.min_requests, math.ceil(rate * args.seconds_per_rate)),
-                            concurrency=args.max_concurrency, request_rate=rate, burstiness=args.burstiness, **common))
+            (
+                rate,
+                Workload(
+                    num_requests=max(args.min_requests, math.ceil(rate * args.seconds_per_rate)),
+                    concurrency=args.max_concurrency,
+                    request_rate=rate,
+                    burstiness=args.burstiness,
+                    **common,
+                ),
+            )
             for rate in (float(r) for r in args.rates.split(","))
-        ]  # fmt: skip
+        ]
     return [
         (
             c,
@@ -137,8 +161,16 @@ def run(ctx: BenchContext, args: argparse.Namespace) -> dict[str, Any]:
         roofline = _roofline(ctx, args, 1000.0 / single["median_tpot_ms"])
         extra["single_stream"] = roofline
         if "efficiency" in roofline:
-            headline.append(headline_row("single-stream decode vs memory-bandwidth roofline", roofline["efficiency"] * 100, "%",
-                                         f"c=1, {desc}", bar=">= 40%", meets_bar=roofline["efficiency"] >= 0.4))  # fmt: skip
+            headline.append(
+                headline_row(
+                    "single-stream decode vs memory-bandwidth roofline",
+                    roofline["efficiency"] * 100,
+                    "%",
+                    f"c=1, {desc}",
+                    bar=">= 40%",
+                    meets_bar=roofline["efficiency"] >= 0.4,
+                )
+            )
     return ctx.result(arms=[arm for _, arm in arms], comparisons=[], headline=headline, extra=extra)
 
 
@@ -161,8 +193,13 @@ def _roofline(ctx: BenchContext, args: argparse.Namespace, decode_tok_s: float) 
             f"measured: {measured['method']} (busy machine: a lower bound)",
         )
     roofline = bandwidth * 1e9 / weights
-    data |= {"weight_bytes": weights, "bandwidth_gb_s": bandwidth, "bandwidth_method": how,
-             "roofline_tok_s": roofline, "efficiency": decode_tok_s / roofline}  # fmt: skip
+    data |= {
+        "weight_bytes": weights,
+        "bandwidth_gb_s": bandwidth,
+        "bandwidth_method": how,
+        "roofline_tok_s": roofline,
+        "efficiency": decode_tok_s / roofline,
+    }
     ctx.notes.append(
         f"Single stream: {decode_tok_s:.1f} tok/s decode vs roofline {roofline:.1f} tok/s "
         f"({weights / 1e6:.0f} MB of weights per token at {bandwidth:.1f} GB/s, {how})."

@@ -112,8 +112,14 @@ def run(ctx: BenchContext, args: argparse.Namespace) -> dict[str, Any]:
     hf_arm = Arm(f"hf-one-at-a-time c={args.concurrency}", urls["hf"], model, hf_fixed)
     ctx.run_arms([vllm_arm, hf_arm])
     arms = [vllm_arm, hf_arm]
-    single = compare("vLLM / HF one-at-a-time output tok/s", vllm_arm, hf_arm, "output_throughput",
-                     bar=">= 8x", passes=lambda v: v >= 8.0)  # fmt: skip
+    single = compare(
+        "vLLM / HF one-at-a-time output tok/s",
+        vllm_arm,
+        hf_arm,
+        "output_throughput",
+        bar=">= 8x",
+        passes=lambda v: v >= 8.0,
+    )
     comparisons = [single]
     headline = [
         headline_row(
@@ -125,9 +131,12 @@ def run(ctx: BenchContext, args: argparse.Namespace) -> dict[str, Any]:
     ]
     if not args.skip_batch:
         mixed = Workload(
-            num_requests=args.mixed_requests, input_len=args.input_len, output_len=args.mixed_output_len,
-            output_range_ratio=args.mixed_range_ratio, concurrency=args.batch_size,
-        )  # fmt: skip
+            num_requests=args.mixed_requests,
+            input_len=args.input_len,
+            output_len=args.mixed_output_len,
+            output_range_ratio=args.mixed_range_ratio,
+            concurrency=args.batch_size,
+        )
         vllm_mixed = Arm(f"vllm-{via} mixed c={args.batch_size}", urls["vllm"], model, mixed)
         hf_batch = Arm(
             f"hf-static-batch{args.batch_size} mixed c={args.batch_size}",
@@ -137,8 +146,14 @@ def run(ctx: BenchContext, args: argparse.Namespace) -> dict[str, Any]:
         )
         ctx.run_arms([vllm_mixed, hf_batch])
         arms += [vllm_mixed, hf_batch]
-        batch = compare(f"vLLM / HF static batches of {args.batch_size} output tok/s", vllm_mixed, hf_batch,
-                        "output_throughput", bar=">= 1.3x", passes=lambda v: v >= 1.3)  # fmt: skip
+        batch = compare(
+            f"vLLM / HF static batches of {args.batch_size} output tok/s",
+            vllm_mixed,
+            hf_batch,
+            "output_throughput",
+            bar=">= 1.3x",
+            passes=lambda v: v >= 1.3,
+        )
         comparisons.append(batch)
         headline.append(
             headline_row(

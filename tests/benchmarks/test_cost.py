@@ -102,8 +102,15 @@ def test_cost_report_compares_every_api_at_every_utilization() -> None:
 
 def test_cost_report_override_and_ratio_warning() -> None:
     table = load_price_table()
-    report = cost_report(output_tok_s=100.0, total_tok_s=200.0, input_tokens=100, output_tokens=100,
-                         machine=table.machine("h100-sxm"), table=table, per_hour_override=3.0)  # fmt: skip
+    report = cost_report(
+        output_tok_s=100.0,
+        total_tok_s=200.0,
+        input_tokens=100,
+        output_tokens=100,
+        machine=table.machine("h100-sxm"),
+        table=table,
+        per_hour_override=3.0,
+    )
     assert report["per_hour_used"] == 3.0
     assert report["self_hosted"][0]["output_per_1m"] == pytest.approx(3.0 / 0.36)
     assert any("not 3:1" in note for note in report["notes"])

@@ -21,10 +21,16 @@ def tiny(model_dir: Path) -> Iterator[tuple[Any, Any]]:
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
     tokenizer.padding_side = "left"
     config = transformers.LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )  # fmt: skip
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=256,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(0)
     yield transformers.LlamaForCausalLM(config).eval(), tokenizer
 
@@ -52,8 +58,15 @@ def test_streams_exactly_max_tokens_with_ignore_eos(tiny: tuple[Any, Any]) -> No
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app(tiny, 1)), base_url="http://hf"
         ) as client:
-            body = {"model": "tiny", "prompt": "hello there", "max_tokens": 6, "min_tokens": 6, "ignore_eos": True,
-                    "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
+            body = {
+                "model": "tiny",
+                "prompt": "hello there",
+                "max_tokens": 6,
+                "min_tokens": 6,
+                "ignore_eos": True,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
             return events(await post(client, "/v1/completions", body))
 
     stream = asyncio.run(go())
@@ -68,8 +81,17 @@ def test_static_batch_serves_each_request_its_own_length(tiny: tuple[Any, Any]) 
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app(tiny, 4)), base_url="http://hf"
         ) as client:
-            bodies = [{"model": "tiny", "prompt": "word " * (i + 1), "max_tokens": n, "ignore_eos": True, "stream": True,
-                       "stream_options": {"include_usage": True}} for i, n in enumerate((2, 7, 4))]  # fmt: skip
+            bodies = [
+                {
+                    "model": "tiny",
+                    "prompt": "word " * (i + 1),
+                    "max_tokens": n,
+                    "ignore_eos": True,
+                    "stream": True,
+                    "stream_options": {"include_usage": True},
+                }
+                for i, n in enumerate((2, 7, 4))
+            ]
             responses = await asyncio.gather(*(post(client, "/v1/completions", b) for b in bodies))
             return [events(r) for r in responses]
 

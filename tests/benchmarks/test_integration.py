@@ -37,11 +37,33 @@ def test_gateway_overhead_tiny(engine: ManagedProcess, model_dir: Path, tmp_path
     parser = argparse.ArgumentParser(prog="lorafleet")
     add_parser(parser.add_subparsers(dest="command"))
     out = tmp_path / "gateway-overhead"
-    args = parser.parse_args([
-        "bench", "gateway-overhead", "--target", f"engine={engine.url}", "--model-dir", str(model_dir),
-        "--concurrencies", "1,4", "--single-requests", "4", "--single-output-len", "4", "--output-len", "4",
-        "--requests-per-slot", "1", "--repeats", "1", "--warmup", "1", "--no-fake", "--out", str(out),
-    ])  # fmt: skip
+    args = parser.parse_args(
+        [
+            "bench",
+            "gateway-overhead",
+            "--target",
+            f"engine={engine.url}",
+            "--model-dir",
+            str(model_dir),
+            "--concurrencies",
+            "1,4",
+            "--single-requests",
+            "4",
+            "--single-output-len",
+            "4",
+            "--output-len",
+            "4",
+            "--requests-per-slot",
+            "1",
+            "--repeats",
+            "1",
+            "--warmup",
+            "1",
+            "--no-fake",
+            "--out",
+            str(out),
+        ]
+    )
     assert args.func(args) == 0, (out / "logs" / "gateway.log").read_text(errors="replace")[-3000:]
     result = orjson.loads((out / "result.json").read_bytes())
     assert set(result["arms"]) == {"direct c=1", "gateway c=1", "direct c=4", "gateway c=4"}

@@ -181,8 +181,13 @@ def test_time_limit_cancels_in_flight_and_unsent() -> None:
 
 
 def test_open_loop_limits_unsent_requests_by_time() -> None:
-    result = asyncio.run(run_load(config(concurrency=None, request_rate=2.0, time_limit_s=0.6), SPECS * 10,
-                                  transport=transport(sse(token(), USAGE, "[DONE]"))))  # fmt: skip
+    result = asyncio.run(
+        run_load(
+            config(concurrency=None, request_rate=2.0, time_limit_s=0.6),
+            SPECS * 10,
+            transport=transport(sse(token(), USAGE, "[DONE]")),
+        )
+    )
     assert result.not_sent >= 7
     assert sum(r.success for r in result.records) == 10 - result.not_sent
 
@@ -203,9 +208,12 @@ def test_arrival_offsets() -> None:
 
 @pytest.mark.parametrize(
     "make",
-    [lambda: LoadConfig(base_url="x", model="m"), lambda: LoadConfig(base_url="x", model="m", concurrency=0),
-     lambda: LoadConfig(base_url="x", model="m", request_rate=-1, concurrency=1)],
-)  # fmt: skip
+    [
+        lambda: LoadConfig(base_url="x", model="m"),
+        lambda: LoadConfig(base_url="x", model="m", concurrency=0),
+        lambda: LoadConfig(base_url="x", model="m", request_rate=-1, concurrency=1),
+    ],
+)
 def test_config_validation(make: Callable[[], LoadConfig]) -> None:
     with pytest.raises(ValueError):
         make()

@@ -20,9 +20,16 @@ def record(
     ttft: float, itl: list[float], tokens: int, start: float = 0.0, prompt: int = 10
 ) -> RequestRecord:
     return RequestRecord(
-        success=True, ttft=ttft, itl=itl, latency=ttft + sum(itl), output_tokens=tokens,
-        prompt_len=prompt, start_time=start, chunks=len(itl) + 1, usage_reported=True,
-    )  # fmt: skip
+        success=True,
+        ttft=ttft,
+        itl=itl,
+        latency=ttft + sum(itl),
+        output_tokens=tokens,
+        prompt_len=prompt,
+        start_time=start,
+        chunks=len(itl) + 1,
+        usage_reported=True,
+    )
 
 
 @pytest.mark.parametrize(
@@ -93,9 +100,16 @@ def test_compute_metrics_all_failed_is_zero_not_error() -> None:
 
 @pytest.mark.parametrize(
     ("slos", "good"),
-    [({"ttft": 500}, True), ({"ttft": 499}, False), ({"tpot": 250}, True), ({"tpot": 249}, False),
-     ({"e2el": 1000}, True), ({"e2el": 999}, False), ({"ttft": 500, "tpot": 250, "e2el": 1000}, True)],
-)  # fmt: skip
+    [
+        ({"ttft": 500}, True),
+        ({"ttft": 499}, False),
+        ({"tpot": 250}, True),
+        ({"tpot": 249}, False),
+        ({"e2el": 1000}, True),
+        ({"e2el": 999}, False),
+        ({"ttft": 500, "tpot": 250, "e2el": 1000}, True),
+    ],
+)
 def test_meets_slos_each_bound(slos: dict[str, float], good: bool) -> None:
     # binary-exact times: TTFT 0.5 s, gaps 0.25 s, E2EL 1.0 s, TPOT 0.25 s
     assert meets_slos(record(0.5, [0.25, 0.25], 3), slos) is good

@@ -25,16 +25,57 @@ from tests.benchmarks.conftest import FakeServer
 
 # Keys `vllm bench serve --save-result --save-detailed` writes that our per-run files must share.
 VLLM_RUN_KEYS = {
-    "date", "backend", "label", "model_id", "tokenizer_id", "num_prompts", "request_rate", "burstiness",
-    "max_concurrency", "duration", "completed", "failed", "total_input_tokens", "total_output_tokens",
-    "request_throughput", "request_goodput", "output_throughput", "total_token_throughput", "input_lens",
-    "output_lens", "ttfts", "itls", "latencies", "start_times", "errors", "max_output_tokens_per_s",
+    "date",
+    "backend",
+    "label",
+    "model_id",
+    "tokenizer_id",
+    "num_prompts",
+    "request_rate",
+    "burstiness",
+    "max_concurrency",
+    "duration",
+    "completed",
+    "failed",
+    "total_input_tokens",
+    "total_output_tokens",
+    "request_throughput",
+    "request_goodput",
+    "output_throughput",
+    "total_token_throughput",
+    "input_lens",
+    "output_lens",
+    "ttfts",
+    "itls",
+    "latencies",
+    "start_times",
+    "errors",
+    "max_output_tokens_per_s",
     "max_concurrent_requests",
-} | {f"{stat}_{m}_ms" for stat in ("mean", "median", "std", "p99") for m in ("ttft", "tpot", "itl", "e2el")}  # fmt: skip
+} | {
+    f"{stat}_{m}_ms"
+    for stat in ("mean", "median", "std", "p99")
+    for m in ("ttft", "tpot", "itl", "e2el")
+}
 RESULT_KEYS = {
-    "schema", "scenario", "date", "finished", "machine", "software", "load_average_at_start", "load_average_at_end",
-    "command", "settings", "targets", "arms", "comparisons", "headline", "generator", "notes", "plots",
-}  # fmt: skip
+    "schema",
+    "scenario",
+    "date",
+    "finished",
+    "machine",
+    "software",
+    "load_average_at_start",
+    "load_average_at_end",
+    "command",
+    "settings",
+    "targets",
+    "arms",
+    "comparisons",
+    "headline",
+    "generator",
+    "notes",
+    "plots",
+}
 MACHINE_KEYS = {
     "cpu_model",
     "logical_cpus",
@@ -128,24 +169,54 @@ def test_same_numbers_as_vllm_calculate_metrics() -> None:
     from vllm.benchmarks.lib.endpoint_request_func import RequestFuncOutput
 
     records = [
-        RequestRecord(success=True, ttft=0.1 + i / 100, itl=[0.02 + i / 1000] * (3 + i), latency=0.1 + i / 100 + (0.02 + i / 1000) * (3 + i),
-                      output_tokens=4 + i, prompt_len=10 + i, start_time=i * 0.3, chunks=4 + i)
+        RequestRecord(
+            success=True,
+            ttft=0.1 + i / 100,
+            itl=[0.02 + i / 1000] * (3 + i),
+            latency=0.1 + i / 100 + (0.02 + i / 1000) * (3 + i),
+            output_tokens=4 + i,
+            prompt_len=10 + i,
+            start_time=i * 0.3,
+            chunks=4 + i,
+        )
         for i in range(7)
-    ] + [RequestRecord(success=False, error="boom")]  # fmt: skip
+    ] + [RequestRecord(success=False, error="boom")]
     outputs = [
-        RequestFuncOutput(success=r.success, latency=r.latency, output_tokens=r.output_tokens, ttft=r.ttft,
-                          itl=list(r.itl), prompt_len=r.prompt_len, start_time=r.start_time, error=r.error)
+        RequestFuncOutput(
+            success=r.success,
+            latency=r.latency,
+            output_tokens=r.output_tokens,
+            ttft=r.ttft,
+            itl=list(r.itl),
+            prompt_len=r.prompt_len,
+            start_time=r.start_time,
+            error=r.error,
+        )
         for r in records
-    ]  # fmt: skip
+    ]
     theirs, _ = serve.calculate_metrics(
-        input_requests=[], outputs=outputs, dur_s=3.0, tokenizer=None,
-        selected_percentiles=[50.0, 90.0, 99.0], goodput_config_dict={"ttft": 130.0, "tpot": 30.0},
-    )  # fmt: skip
+        input_requests=[],
+        outputs=outputs,
+        dur_s=3.0,
+        tokenizer=None,
+        selected_percentiles=[50.0, 90.0, 99.0],
+        goodput_config_dict={"ttft": 130.0, "tpot": 30.0},
+    )
     ours = compute_metrics(
         records, 3.0, percentiles=(50.0, 90.0, 99.0), goodput_slos_ms={"ttft": 130.0, "tpot": 30.0}
     )
-    for field in ("completed", "failed", "total_input", "total_output", "request_throughput", "request_goodput",
-                  "output_throughput", "total_token_throughput", "max_output_tokens_per_s", "max_concurrent_requests"):  # fmt: skip
+    for field in (
+        "completed",
+        "failed",
+        "total_input",
+        "total_output",
+        "request_throughput",
+        "request_goodput",
+        "output_throughput",
+        "total_token_throughput",
+        "max_output_tokens_per_s",
+        "max_concurrent_requests",
+    ):
         key = {"total_input": "total_input_tokens", "total_output": "total_output_tokens"}.get(
             field, field
         )

@@ -115,3 +115,6 @@ def test_adapter_affinity(
         assert client.post("/v1/chat/completions", json=chat).status_code == 200
     loads = [len(engine.loads) for engine in fleet.values()]
     assert sorted(loads) == [0, 1]  # loaded once, on one replica, which then got the traffic
+    metrics = client.get("/metrics").text
+    assert 'lorafleet:routing_decisions_total{outcome="cold"} 1.0' in metrics
+    assert 'lorafleet:routing_decisions_total{outcome="warm"} 7.0' in metrics
