@@ -1,7 +1,7 @@
 """`lorafleet bench`: run a benchmark scenario by name; each starts what it needs or takes URLs.
 
     lorafleet bench gateway-overhead                      # starts vLLM + gateway, compares them
-    lorafleet bench vllm-vs-transformers --out benchmarks/results/2026-11-28-cpu/vllm-vs-transformers
+    lorafleet bench vllm-vs-transformers --out benchmarks/results/DATE-cpu/vllm-vs-transformers
     lorafleet bench lora-overhead --via engine
     lorafleet bench adapter-cold-start
     lorafleet bench sweep --concurrencies 1,2,4,8,16,32,64

@@ -5,9 +5,10 @@
 
 Random prompts are built from words that are each one token of the target tokenizer (a
 space-prefixed, lower-case, alphabetic BPE token; the first word also one token without its
-space), so a prompt of N words is N tokens and the input length is exact; the server's `usage` reports the count it saw either way. Without a
-tokenizer a built-in word list gives approximately N tokens. Output length is fixed by sending
-`max_tokens` = `min_tokens` = N with `ignore_eos` (see loadgen), as `vllm bench serve` does.
+space), so a prompt of N words is N tokens and the input length is exact; the server's `usage`
+reports the count it saw either way. Without a tokenizer a built-in word list gives about N
+tokens. Output length is fixed by sending `max_tokens` = `min_tokens` = N with `ignore_eos`
+(see loadgen), as `vllm bench serve` does.
 
 Same seed, same arguments: same requests. Arms of a comparison use different seeds so that
 one arm cannot warm the engine's prefix cache for another.

@@ -1,8 +1,8 @@
 """A naive OpenAI-compatible server on Hugging Face `generate()`: the baseline vLLM is measured
 against ("transformers behind a web server", as people first deploy a model).
 
-    python -m lorafleet.benchmarks.hf_server --model DIR --port 8310                  # one at a time
-    python -m lorafleet.benchmarks.hf_server --model DIR --port 8311 --batch-size 32  # static batches
+    python -m lorafleet.benchmarks.hf_server --model DIR --port 8310                # one at a time
+    python -m lorafleet.benchmarks.hf_server --model DIR --port 8311 --batch-size 32  # batches
 
 One generation thread runs `model.generate()` on one request at a time, or, with
 `--batch-size N`, on static batches: it takes up to N waiting requests (waiting at most

@@ -28,7 +28,8 @@ def _median_and_err(summary: dict[str, Any], key: str) -> tuple[float, float, fl
 
 def _subtitle(result: dict[str, Any]) -> str:
     machine = result.get("machine", {})
-    return f"{result.get('date', '')[:10]} · {machine.get('cpu_model', '?')} · {machine.get('usable_cpus', '?')} CPUs"
+    cpus = machine.get("usable_cpus", "?")
+    return f"{result.get('date', '')[:10]} · {machine.get('cpu_model', '?')} · {cpus} CPUs"
 
 
 def plot_arm_throughput(

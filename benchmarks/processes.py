@@ -322,9 +322,9 @@ class ProcessStack:
                     )
                     waiting.remove(process)
                 elif time.monotonic() > deadline[id(process)]:
+                    limit = process.spec.ready_timeout_s
                     raise ProcessStartError(
-                        f"{process.spec.name} not ready after {process.spec.ready_timeout_s:.0f}s:\n"
-                        f"{process.log_tail()}"
+                        f"{process.spec.name} not ready after {limit:.0f}s:\n{process.log_tail()}"
                     )
             if waiting:
                 time.sleep(1.0)

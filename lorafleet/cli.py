@@ -18,6 +18,8 @@ from lorafleet import __version__
 COMMAND_MODULES = (
     "lorafleet.server.cli",
     "lorafleet.adapters.cli",
+    "lorafleet.adapters.training.cli",
+    "lorafleet.benchmarks.cli",
 )
 
 

@@ -1,7 +1,7 @@
 """`adapter-cold-start`: the first request to an adapter that is not loaded yet, against warm.
 
     lorafleet bench adapter-cold-start                 # through the gateway (registers adapters)
-    lorafleet bench adapter-cold-start --via engine    # vLLM's /v1/load_lora_adapter, then a request
+    lorafleet bench adapter-cold-start --via engine    # /v1/load_lora_adapter, then a request
 
 Per repeat, with fresh adapters each time (rank --rank, local disk):
 1. base-model TTFT (reference) and one adapter's first-request TTFT, then its warm TTFT;
@@ -181,14 +181,18 @@ def _measure(
         }
         rows.append(row)
         print(
-            f"[bench] cold start r{repeat + 1}: extra {row['cold extra TTFT']:.0f} ms, herd max {row[f'herd of {args.herd}: cold TTFT max']:.0f} ms"
+            f"[bench] cold start r{repeat + 1}: extra {row['cold extra TTFT']:.0f} ms, "
+            f"herd max {row[f'herd of {args.herd}: cold TTFT max']:.0f} ms"
         )
         for name in (one, many):
             loader.remove(name)
     keys = [key for key in rows[0] if key not in ("repeat", "adapter")]
     summary = {key: spread([float(row[key]) for row in rows]) for key in keys}
     extra = summary["cold extra TTFT"]
-    workload = f"rank {args.rank} on {args.targets}, local disk, via {args.via}; in={args.input_len} out={args.output_len}, c=1"
+    workload = (
+        f"rank {args.rank} on {args.targets}, local disk, via {args.via}; "
+        f"in={args.input_len} out={args.output_len}, c=1"
+    )
     comparison = {
         "name": "cold adapter extra TTFT",
         "a": "cold first request",
@@ -219,11 +223,13 @@ def _measure(
     ]
     if args.via == "engine":
         ctx.notes.append(
-            "Via the engine: 'cold first-request TTFT' = /v1/load_lora_adapter call + the first request's TTFT."
+            "Via the engine: 'cold first-request TTFT' = /v1/load_lora_adapter call + the first "
+            "request's TTFT."
         )
     else:
         ctx.notes.append(
-            "Via the gateway: 'make-ready call' is POST /v1/adapters; the first request triggers the engine load."
+            "Via the gateway: 'make-ready call' is POST /v1/adapters; the first request triggers "
+            "the engine load."
         )
     result = ctx.result(arms=[], comparisons=[comparison], headline=headline)
     result["cold_start"] = {"per_repeat": rows, "summary": summary}

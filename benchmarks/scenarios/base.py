@@ -80,7 +80,8 @@ class Workload:
             f"±{self.output_range_ratio:.0%}" if self.output_range_ratio else ""
         )
         data = "random" if self.dataset == "random" else f"chat file {self.dataset_path}"
-        return f"{self.num_requests} req, {data} in={self.input_len} out={out} tok, {shape}, {self.endpoint}"
+        lengths = f"in={self.input_len} out={out} tok"
+        return f"{self.num_requests} req, {data} {lengths}, {shape}, {self.endpoint}"
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -356,7 +357,7 @@ class BenchContext:
                 "cpu_fraction_max": max(
                     (run["generator_cpu_fraction"] for run in runs), default=0.0
                 ),
-                "note": "CPU seconds of the load generator process (user+system) per run / wall time",
+                "note": "load generator CPU seconds (user+system) per run / wall time",
             },
             "notes": self.notes,
         }
@@ -457,7 +458,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="ROLE=URL",
-        help="use a running server for ROLE instead of starting one (roles: see the scenario's help)",
+        help="use a running server for ROLE instead of starting one (roles: scenario's help)",
     )
     group.add_argument("--repeats", type=int, default=3, help="runs per arm (>= 3 for comparisons)")
     group.add_argument("--seed", type=int, default=0)

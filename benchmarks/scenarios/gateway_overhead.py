@@ -172,8 +172,9 @@ def run(ctx: BenchContext, args: argparse.Namespace) -> dict[str, Any]:
             headline += rows
     if args.fake:
         ctx.notes.append(
-            f"Fake engine: {args.fake_ttft_ms:g} ms TTFT, {args.fake_itl_ms:g} ms between tokens, no model; "
-            "'gateway fake' arms isolate the gateway's own latency and relay capacity from engine jitter."
+            f"Fake engine: {args.fake_ttft_ms:g} ms TTFT, {args.fake_itl_ms:g} ms between tokens, "
+            "no model; 'gateway fake' arms isolate the gateway's own latency and relay capacity "
+            "from engine jitter."
         )
     return ctx.result(arms=arms, comparisons=comparisons, headline=headline)
 

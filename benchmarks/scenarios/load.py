@@ -2,8 +2,9 @@
 
     lorafleet bench load --target server=http://127.0.0.1:8000 -c 16 --num-prompts 64
     lorafleet bench load --target server=http://127.0.0.1:8000 --request-rate 2 --burstiness 0.5
-    lorafleet bench load --target server=http://127.0.0.1:8000 --adapters a,b,c --adapter-assignment random
-    lorafleet bench load --target server=https://api.openai.com --model gpt-4o-mini --endpoint chat \
+    lorafleet bench load --target server=http://127.0.0.1:8000 --adapters a,b --adapter-assignment random
+    lorafleet bench load --target server=https://api.openai.com --model gpt-4o-mini \
+        --endpoint chat \
         --dataset chat-file --dataset-path prompts.jsonl --no-ignore-eos --repeats 1
 
 Role: `server` (required). Writes the same result.json/summary.md/plots as the scenarios, and a

@@ -82,12 +82,14 @@ def register_via_gateway(
         response = httpx.post(gateway_url + "/v1/adapters", json=payload, timeout=120.0)
         if response.status_code == 404 and "adapter" not in response.text.lower():
             raise ScenarioError(
-                f"the gateway at {gateway_url} has no adapter admin API yet (POST /v1/adapters -> 404). "
+                f"the gateway at {gateway_url} has no adapter admin API yet "
+                "(POST /v1/adapters -> 404). "
                 "Rerun with --via engine to measure vLLM's LoRA path directly."
             )
         if response.status_code not in (200, 201):
             raise ScenarioError(
-                f"registering {name} at {gateway_url} failed: {response.status_code} {response.text[:300]}"
+                f"registering {name} at {gateway_url} failed: "
+                f"{response.status_code} {response.text[:300]}"
             )
 
 
@@ -100,7 +102,8 @@ def load_into_engine(engine_url: str, adapters: list[tuple[str, Path]]) -> None:
         )
         if response.status_code != 200 and "already" not in response.text:
             raise ScenarioError(
-                f"loading {name} into {engine_url} failed: {response.status_code} {response.text[:300]} "
+                f"loading {name} into {engine_url} failed: "
+                f"{response.status_code} {response.text[:300]} "
                 "(the engine needs --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True)"
             )
 
@@ -241,7 +244,8 @@ def _run(
             comparisons.append(mixed)
             headline.append(
                 headline_row(
-                    f"{n} adapters mixed / one adapter, output tok/s (c={args.concurrency}, via {args.via})",
+                    f"{n} adapters mixed / one adapter, output tok/s "
+                    f"(c={args.concurrency}, via {args.via})",
                     mixed,
                     "x",
                     desc,
@@ -263,8 +267,9 @@ def _run(
             )
         )
     ctx.notes.append(
-        f"Adapters: {len(adapters)} random PEFT LoRAs, rank {args.rank}, targets {','.join(targets_label(args))}, "
-        f"engine --max-loras {args.max_loras or ns[-1]} --max-lora-rank {args.rank}; load sent via {args.via}."
+        f"Adapters: {len(adapters)} random PEFT LoRAs, rank {args.rank}, targets "
+        f"{','.join(targets_label(args))}, engine --max-loras {args.max_loras or ns[-1]} "
+        f"--max-lora-rank {args.rank}; load sent via {args.via}."
     )
     if ns[-1] > (args.max_loras or ns[-1]):
         ctx.notes.append(

@@ -3,7 +3,7 @@
     lorafleet bench sweep                                   # c = 1..64 through the gateway
     lorafleet bench sweep --via engine --concurrencies 1,4,16,64
     lorafleet bench sweep --rates 0.5,1,2,4 --burstiness 1  # open loop, Poisson arrivals
-    lorafleet bench sweep --target server=https://api.example.com --model gpt-4o-mini --no-ignore-eos
+    lorafleet bench sweep --target server=https://api.example.com --model m --no-ignore-eos
 
 Roles: `server` (any OpenAI endpoint; by default an engine + gateway this benchmark starts).
 At c=1 it also reports single-stream decode speed (1 / TPOT) against the memory-bandwidth

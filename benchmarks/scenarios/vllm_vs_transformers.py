@@ -164,7 +164,8 @@ def run(ctx: BenchContext, args: argparse.Namespace) -> dict[str, Any]:
             )
         )
     ctx.notes.append(
-        "HF baseline: transformers generate() in fp32 with torch threads = usable CPUs, greedy, KV cache on; "
-        "the vLLM engine uses the same cores (VLLM_CPU_OMP_THREADS_BIND). Servers not under test sit idle."
+        "HF baseline: transformers generate() in fp32 with torch threads = usable CPUs, greedy, "
+        "KV cache on; the vLLM engine uses the same cores (VLLM_CPU_OMP_THREADS_BIND). Servers "
+        "not under test sit idle."
     )
     return ctx.result(arms=arms, comparisons=comparisons, headline=headline)

@@ -58,7 +58,8 @@ def test_unknown_machine_names_known_ones() -> None:
     ("text", "match"),
     [
         (
-            "api:\n  - id: x\n    model: m\n    input_per_1m: -1\n    output_per_1m: 1\n    as_of: a\n    source: s\n",
+            "api:\n  - id: x\n    model: m\n    input_per_1m: -1\n    output_per_1m: 1\n"
+            "    as_of: a\n    source: s\n",
             "non-negative",
         ),
         ("api:\n  - id: x\n    model: m\n", "ApiPrice"),

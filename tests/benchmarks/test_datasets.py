@@ -67,7 +67,8 @@ def test_random_dataset_rejects_non_positive(kwargs: dict[str, int]) -> None:
 def test_chat_file(tmp_path: Path) -> None:
     path = tmp_path / "chat.jsonl"
     path.write_text(
-        '{"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]}\n'
+        '{"messages": [{"role": "system", "content": "be brief"}, '
+        '{"role": "user", "content": "hi"}]}\n'
         "\n"
         '{"prompt": "plain", "max_tokens": 9}\n'
     )
