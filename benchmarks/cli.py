@@ -88,6 +88,8 @@ def run_scenario(name: str, args: argparse.Namespace) -> int:
             f"lorafleet bench {name}: interrupted; started processes were stopped", file=sys.stderr
         )
         return 130
+    finally:
+        ctx.cleanup()
     plots = (
         module.plots(result, options.out_dir)
         if hasattr(module, "plots")

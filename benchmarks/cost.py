@@ -103,9 +103,9 @@ def _build(kind: type[_Entry], row: Any, source: Path) -> _Entry:
     except TypeError as exc:
         raise PriceTableError(f"{source}: {kind.__name__} {row.get('id')!r}: {exc}") from exc
     for name, value in asdict(entry).items():
-        if name.startswith(("per_hour", "input_per", "output_per")) and value is not None:
-            if not isinstance(value, int | float) or value < 0:
-                raise PriceTableError(f"{source}: {entry.id}.{name} must be a non-negative number")
+        is_price = name.startswith(("per_hour", "input_per", "output_per"))
+        if is_price and value is not None and (not isinstance(value, int | float) or value < 0):
+            raise PriceTableError(f"{source}: {entry.id}.{name} must be a non-negative number")
     return entry
 
 

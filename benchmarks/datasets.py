@@ -42,7 +42,8 @@ class RequestSpec:
 class WordSource(Protocol):
     """Words to build prompts from, and whether each is exactly one token."""
 
-    exact: bool
+    @property
+    def exact(self) -> bool: ...
 
     def words(self) -> Sequence[str]: ...
 
@@ -52,7 +53,7 @@ class WordSource(Protocol):
 
 
 # Common English words; most are one token in Llama/GPT-style BPE vocabularies.
-_FALLBACK_WORDS = (
+_FALLBACK_TEXT = (
     "time year people way day man thing woman life child world school state family student "
     "group country problem hand part place case week company system program question work "
     "government number night point home water room mother area money story fact month lot "
@@ -61,15 +62,16 @@ _FALLBACK_WORDS = (
     "kid body information back parent face others level office door health person art war "
     "history party result change morning reason research girl guy moment air teacher force "
     "education foot boy age policy process music market sense nation plan college interest "
-    "death experience effect class control care field development role effort rate heart drug "
-    "show leader light voice wife police mind price report decision son view relationship town "
-    "road arm difference value building action model season society tax director position "
-    "player record paper space ground form event official matter center couple site project "
-    "activity star table need court oil situation cost industry figure street image phone data "
-    "picture practice piece land product doctor wall patient worker news test movie north love "
-    "support technology step baby computer type attention film tree source organization hair "
-    "window evidence population site river"
-).split()
+    "death experience effect class control care field development role effort rate heart "
+    "drug show leader light voice wife police mind price report decision son view "
+    "relationship town road arm difference value building action model season society tax "
+    "director position player record paper space ground form event official matter center "
+    "couple site project activity star table need court oil situation cost industry figure "
+    "street image phone data picture practice piece land product doctor wall patient worker "
+    "news test movie north love support technology step baby computer type attention film "
+    "tree source organization hair window evidence population site river "
+)
+_FALLBACK_WORDS = tuple(_FALLBACK_TEXT.split())
 
 
 @dataclass(frozen=True)

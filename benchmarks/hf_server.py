@@ -190,7 +190,7 @@ class Detokenizer:
 
     def add(self, token: int) -> str:
         self.ids.append(token)
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        text: str = self.tokenizer.decode(self.ids, skip_special_tokens=True)
         if text.endswith("\ufffd"):
             return ""
         delta, self.sent = text[self.sent :], len(text)
@@ -427,8 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     tokenizer.padding_side = "left"
+    # from_pretrained returns the model in eval mode (no dropout)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=getattr(torch, args.dtype))
-    model.eval()
     generator = BatchGenerator(
         model,
         tokenizer,

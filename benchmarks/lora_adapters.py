@@ -87,7 +87,7 @@ def _write(
                     param.copy_(torch.randn(param.shape, generator=generator) * 0.01)
         name = adapter_name(index, rank)
         path = out_dir / name
-        model.save_pretrained(path, safe_serialization=True)
+        model.save_pretrained(str(path), safe_serialization=True)
         _set_base_path(path, model_dir)
         made.append((name, str(path)))
     return made

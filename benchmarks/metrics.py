@@ -82,7 +82,7 @@ def peak_output_rate(records: Sequence[RequestRecord]) -> tuple[float, int]:
         return 0.0, 0
     origin = min(record.start_time for record in done)
     end = max(record.start_time + record.latency for record in done)
-    buckets = int(math.ceil(end - origin)) + 1
+    buckets = math.ceil(end - origin) + 1
     tokens = [0] * buckets
     active = [0] * buckets
     for record in done:

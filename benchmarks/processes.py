@@ -131,10 +131,14 @@ def gateway_process(
     port: int,
     *,
     adapter_roots: list[Path] | None = None,
+    state_dir: Path | None = None,
     extra_env: dict[str, str] | None = None,
     name: str = "gateway",
 ) -> ProcessSpec:
-    """`lorafleet serve` in cluster mode, fronting engines this benchmark started (or was given)."""
+    """`lorafleet serve` in cluster mode, fronting engines this benchmark started (or was given).
+
+    With `state_dir`, its adapter registry and store live there, apart from any other gateway's.
+    """
     argv = [
         sys.executable,
         "-m",
@@ -150,6 +154,9 @@ def gateway_process(
     env = dict(extra_env or {})
     if adapter_roots:
         env["LORAFLEET_ADAPTER_ROOTS"] = ",".join(str(root) for root in adapter_roots)
+    if state_dir:
+        env["LORAFLEET_DATABASE_URL"] = f"sqlite:///{state_dir / f'{name}-registry.db'}"
+        env["LORAFLEET_ADAPTER_STORE"] = str(state_dir / f"{name}-adapter-store")
     return ProcessSpec(
         name=name, argv=argv, port=port, ready_path="/ready", env=env, ready_timeout_s=120.0
     )

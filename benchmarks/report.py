@@ -37,7 +37,7 @@ def write_result(out_dir: Path, result: dict[str, Any], plots: Iterable[Path] = 
 
 def fmt(value: Any, pattern: str = "{:.3g}") -> str:
     if value is None:
-        return "–"
+        return "-"
     if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
         return str(value)
     if isinstance(value, int | float):
@@ -47,10 +47,10 @@ def fmt(value: Any, pattern: str = "{:.3g}") -> str:
 
 def _cell(stats: dict[str, float] | None, pattern: str) -> str:
     if not stats:
-        return "–"
+        return "-"
     text = fmt(stats["median"], pattern)
     if stats.get("n", 1) > 1 and stats["min"] != stats["max"]:
-        text += f" ({fmt(stats['min'], pattern)}–{fmt(stats['max'], pattern)})"
+        text += f" [{fmt(stats['min'], pattern)}, {fmt(stats['max'], pattern)}]"
     return text
 
 
@@ -62,14 +62,14 @@ def headline_table(rows: Iterable[dict[str, Any]], *, with_source: bool = False)
     ]
     for row in rows:
         spread = (
-            f"{fmt(row.get('min'))} – {fmt(row.get('max'))}" if row.get("min") is not None else "–"
+            f"[{fmt(row.get('min'))}, {fmt(row.get('max'))}]" if row.get("min") is not None else "-"
         )
-        meets = {True: "yes", False: "**no**", None: "–"}[row.get("meets_bar")]
+        meets = {True: "yes", False: "**no**", None: "-"}[row.get("meets_bar")]
         cells = [
             row["measure"],
             f"{fmt(row['value'])} {row['unit']}",
             spread,
-            row.get("bar") or "–",
+            row.get("bar") or "-",
             meets,
             row["workload"],
             row["date"],
@@ -80,62 +80,83 @@ def headline_table(rows: Iterable[dict[str, Any]], *, with_source: bool = False)
     return lines
 
 
-def render_markdown(result: dict[str, Any]) -> str:
-    machine = result.get("machine", {})
-    software = result.get("software", {})
-    lines = [
+def _describe_machine(machine: dict[str, Any]) -> str:
+    flags = ", ".join(machine.get("cpu_flags", []))
+    return (
+        f"{machine.get('cpu_model')}, {machine.get('usable_cpus')} usable CPUs, "
+        f"{machine.get('memory_gib')} GiB RAM, GPU: {machine.get('gpu') or 'none'}, flags {flags}"
+    )
+
+
+def _preamble(result: dict[str, Any]) -> list[str]:
+    settings = result["settings"]
+    software = ", ".join(
+        f"{name} {version}" for name, version in result.get("software", {}).items()
+    )
+    loads = f"{result.get('load_average_at_start')} / {result.get('load_average_at_end')}"
+    return [
         f"# `lorafleet bench {result['scenario']}`",
         "",
         f"- date: {result.get('date')} (finished {result.get('finished')})",
-        f"- machine: {machine.get('cpu_model')}, {machine.get('usable_cpus')} usable CPUs, "
-        f"{machine.get('memory_gib')} GiB RAM, GPU: {machine.get('gpu') or 'none'}, flags {', '.join(machine.get('cpu_flags', []))}",
-        f"- load average at start / end: {result.get('load_average_at_start')} / {result.get('load_average_at_end')} "
-        "(other work on the machine skews absolute numbers; compare arms of the same run)",
-        "- software: " + ", ".join(f"{name} {version}" for name, version in software.items()),
-        f"- repeats: {result['settings'].get('repeats')}, seed {result['settings'].get('seed')}, command: `{result.get('command')}`",
-        "",
-        "## Headline",
-        "",
-        *headline_table(result.get("headline", [])),
+        f"- machine: {_describe_machine(result.get('machine', {}))}",
+        f"- load average at start / end: {loads} (other work on the machine skews absolute "
+        "numbers; compare arms of the same run)",
+        f"- software: {software}",
+        f"- repeats: {settings.get('repeats')}, seed {settings.get('seed')}",
+        f"- command: `{result.get('command')}`",
         "",
     ]
+
+
+def _arm_table(arms: dict[str, Any]) -> list[str]:
+    lines = ["## Arms (median of repeats, [min, max] over repeats)", ""]
+    lines.append(
+        "| arm | target | model(s) | workload | " + " | ".join(c[0] for c in ARM_COLUMNS) + " |"
+    )
+    lines.append("|---" * (4 + len(ARM_COLUMNS)) + "|")
+    for name, arm in arms.items():
+        adapters = arm["adapters"]
+        models = ", ".join(adapters) if adapters else arm["model"]
+        if len(adapters) > 3:
+            models = f"{len(adapters)} adapters"
+        cells = [name, arm["target"], models, arm["workload"]["description"]]
+        cells += [_cell(arm["summary"].get(key), pattern) for _, key, pattern in ARM_COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _comparison_table(comparisons: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "## Comparisons",
+        "",
+        "| comparison | A vs B | metric | value (of medians) | per repeat | bar | meets |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for comp in comparisons:
+        per = ", ".join(fmt(v) for v in comp.get("per_repeat", []))
+        meets = {True: "yes", False: "**no**", None: "-"}[comp.get("meets_bar")]
+        pair = f"{comp['a']} {'/' if comp['how'] == 'ratio' else '-'} {comp['b']}"
+        cells = [comp["name"], pair, comp["key"], fmt(comp["value"]), per, comp.get("bar") or "-"]
+        lines.append("| " + " | ".join([*cells, meets]) + " |")
+    return [*lines, ""]
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    lines = _preamble(result)
+    lines += ["## Headline", "", *headline_table(result.get("headline", [])), ""]
     if result.get("arms"):
-        lines += ["## Arms (median of repeats, min–max in brackets)", ""]
-        lines += [
-            "| arm | target | model(s) | workload | " + " | ".join(c[0] for c in ARM_COLUMNS) + " |"
-        ]
-        lines += ["|---" * (4 + len(ARM_COLUMNS)) + "|"]
-        for name, arm in result["arms"].items():
-            models = ", ".join(arm["adapters"]) if arm["adapters"] else arm["model"]
-            if len(arm["adapters"]) > 3:
-                models = f"{len(arm['adapters'])} adapters"
-            cells = [name, arm["target"], models, arm["workload"]["description"]]
-            cells += [_cell(arm["summary"].get(key), pattern) for _, key, pattern in ARM_COLUMNS]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += _arm_table(result["arms"])
     if result.get("comparisons"):
-        lines += [
-            "## Comparisons",
-            "",
-            "| comparison | A vs B | metric | value (of medians) | per repeat | bar | meets |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for comp in result["comparisons"]:
-            per = ", ".join(fmt(v) for v in comp.get("per_repeat", []))
-            meets = {True: "yes", False: "**no**", None: "–"}[comp.get("meets_bar")]
-            sign = "/" if comp["how"] == "ratio" else "−"
-            lines.append(
-                f"| {comp['name']} | {comp['a']} {sign} {comp['b']} | {comp['key']} | {fmt(comp['value'])} | {per} | {comp.get('bar') or '–'} | {meets} |"
-            )
-        lines.append("")
+        lines += _comparison_table(result["comparisons"])
     for section in result.get("extra_sections", []):
         lines += [f"## {section['title']}", "", *section["lines"], ""]
     generator = result.get("generator", {})
     lines += [
         "## Load generator",
         "",
-        f"Own CPU: {fmt(generator.get('cpu_s_total'))} s in total, at most {fmt(generator.get('cpu_fraction_max'), '{:.0%}')} "
-        "of one core during any run (it shares the machine with the servers it measures).",
+        f"Own CPU: {fmt(generator.get('cpu_s_total'))} s in total, at most "
+        f"{fmt(generator.get('cpu_fraction_max'), '{:.0%}')} of one core during any run "
+        "(it shares the machine with the servers it measures).",
         "",
     ]
     if result.get("notes"):
@@ -150,40 +171,33 @@ def collect_headlines(results_dir: Path) -> list[dict[str, Any]]:
     rows = []
     for path in sorted(results_dir.rglob("result.json")):
         result = orjson.loads(path.read_bytes())
+        folder = path.parent.relative_to(results_dir)
+        source = f"[{folder}]({folder}/summary.md)"
         for row in result.get("headline", []):
-            rows.append(
-                row
-                | {
-                    "source": f"[{path.parent.relative_to(results_dir)}]({path.parent.relative_to(results_dir)}/summary.md)",
-                    "scenario": result.get("scenario"),
-                }
-            )
+            rows.append(row | {"source": source, "scenario": result.get("scenario")})
     return rows
 
 
 def machines(results_dir: Path) -> list[str]:
-    seen = []
+    seen: list[str] = []
     for path in sorted(results_dir.rglob("result.json")):
-        result = orjson.loads(path.read_bytes())
-        machine = result.get("machine", {})
-        line = f"{machine.get('cpu_model')}, {machine.get('usable_cpus')} CPUs, {machine.get('memory_gib')} GiB, GPU {machine.get('gpu') or 'none'}"
+        line = _describe_machine(orjson.loads(path.read_bytes()).get("machine", {}))
         if line not in seen:
             seen.append(line)
     return seen
 
 
 def render_readme(results_dir: Path, intro: str = "") -> str:
-    rows = collect_headlines(results_dir)
     lines = [
         "# Benchmark results",
         "",
-        "Generated by `lorafleet bench readme` from the `result.json` files below; do not edit numbers by hand.",
-        "Each row links to its scenario's `summary.md` (workload, per-arm tables, plots, notes, software versions).",
+        "Generated by `lorafleet bench readme` from the `result.json` files below; do not edit "
+        "numbers by hand. Each row links to its scenario's `summary.md` (workload, per-arm "
+        "tables, plots, notes, software versions).",
         "",
     ]
     if intro:
         lines += [intro, ""]
     lines += ["Machines: " + "; ".join(machines(results_dir)), "", "## Headline", ""]
-    lines += headline_table(rows, with_source=True)
-    lines.append("")
-    return "\n".join(lines)
+    lines += headline_table(collect_headlines(results_dir), with_source=True)
+    return "\n".join([*lines, ""])

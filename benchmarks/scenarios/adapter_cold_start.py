@@ -16,8 +16,6 @@ Roles: `lora-engine` (vLLM with --enable-lora), `gateway` (lorafleet in front of
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -25,10 +23,9 @@ from typing import Any
 
 import httpx
 
-from lorafleet.benchmarks.lora_adapters import DEFAULT_TARGETS, make_adapters
 from lorafleet.benchmarks.loadgen import LoadResult, run_async, run_load
+from lorafleet.benchmarks.lora_adapters import DEFAULT_TARGETS, make_adapters
 from lorafleet.benchmarks.metrics import percentile
-from lorafleet.benchmarks.processes import find_free_port, gateway_process, vllm_engine
 from lorafleet.benchmarks.scenarios.base import (
     Arm,
     BenchContext,
@@ -80,48 +77,27 @@ class Loader:
 
 
 def run(ctx: BenchContext, args: argparse.Namespace) -> dict[str, Any]:
-    workdir = Path(tempfile.mkdtemp(prefix="lorafleet-bench-cold-"))
-    try:
-        targets = (
-            ("all-linear",) if args.targets == "all-linear" else tuple(args.targets.split(","))
-        )
-        count = 2 * ctx.options.repeats
-        print(f"[bench] creating {count} rank-{args.rank} adapters in {workdir}")
-        adapters = make_adapters(
-            ctx.model_dir(), workdir, count, args.rank, targets, seed=ctx.options.seed + 7
-        )
-        url = _setup(ctx, args, workdir)
-        return _measure(ctx, args, url, adapters)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    targets = ("all-linear",) if args.targets == "all-linear" else tuple(args.targets.split(","))
+    count = 2 * ctx.options.repeats
+    print(f"[bench] creating {count} rank-{args.rank} adapters in {ctx.adapter_dir}")
+    adapters = make_adapters(
+        ctx.model_dir(), ctx.adapter_dir, count, args.rank, targets, seed=ctx.options.seed + 7
+    )
+    return _measure(ctx, args, _setup(ctx, args), adapters)
 
 
-def _setup(ctx: BenchContext, args: argparse.Namespace, workdir: Path) -> str:
-    taken: set[int] = set()
+def _setup(ctx: BenchContext, args: argparse.Namespace) -> str:
     engine_url = ctx.given("lora-engine")
     if not engine_url:
         options = replace(
             ctx.options.engine, enable_lora=True, max_loras=args.max_loras, max_lora_rank=args.rank
         )
-        engine = ctx.stack.start(
-            vllm_engine(ctx.model_dir(), find_free_port(taken=taken), options, name="lora-engine")
-        )
+        engine = ctx.start_engine(options, name="lora-engine")
         ctx.stack.wait_ready([engine])
-        engine_url = ctx.started("lora-engine", engine).url
+        engine_url = engine.url
     if args.via == "engine":
         return engine_url
-    gateway_url = ctx.given("gateway")
-    if not gateway_url:
-        spec = gateway_process(
-            [engine_url],
-            ctx.options.served_model_name,
-            find_free_port(taken=taken),
-            adapter_roots=[workdir],
-        )
-        gateway = ctx.stack.start(spec)
-        ctx.stack.wait_ready([gateway])
-        gateway_url = ctx.started("gateway", gateway).url
-    return gateway_url
+    return ctx.given("gateway") or ctx.start_gateway([engine_url]).url
 
 
 def _ttfts(result: LoadResult) -> list[float]:
@@ -150,7 +126,7 @@ def _measure(
     warm = replace(single, num_requests=args.warm_requests)
     herd = replace(single, num_requests=args.herd, concurrency=args.herd)
     _load(ctx, url, base, replace(single, num_requests=4), ctx.options.seed + 5, "warm-up")
-    rows = []
+    rows: list[dict[str, Any]] = []
     for repeat in range(ctx.options.repeats):
         seed = ctx.options.seed + 1000 * (repeat + 1)
         (one, one_path), (many, many_path) = adapters[2 * repeat], adapters[2 * repeat + 1]

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +24,14 @@ from lorafleet.benchmarks import datasets
 from lorafleet.benchmarks.environment import environment_block, load_average, now_iso
 from lorafleet.benchmarks.loadgen import Endpoint, LoadConfig, LoadResult, run_async, run_load
 from lorafleet.benchmarks.metrics import compute_metrics
-from lorafleet.benchmarks.processes import ManagedProcess, ProcessStack, VllmOptions
+from lorafleet.benchmarks.processes import (
+    ManagedProcess,
+    ProcessStack,
+    VllmOptions,
+    find_free_port,
+    gateway_process,
+    vllm_engine,
+)
 from lorafleet.benchmarks.stats import paired, summarize_runs
 
 SCHEMA = "lorafleet-bench/1"
@@ -129,11 +138,48 @@ class BenchContext:
         self.out_dir = options.out_dir
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.stack = ProcessStack(self.out_dir / "logs")
+        # Scratch space (adapters, gateway registries), removed when the scenario ends.
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"lorafleet-bench-{scenario}-"))
         self.environment = environment_block()
         self.targets: dict[str, Target] = {}
+        self.ports: set[int] = set()
         self.notes: list[str] = []
         self._words: datasets.WordSource | None = None
         self._model_dir: Path | None = options.model_dir
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def port(self) -> int:
+        return find_free_port(taken=self.ports)
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.workdir / "adapters"
+
+    def start_engine(
+        self, options: VllmOptions | None = None, name: str = "engine"
+    ) -> ManagedProcess:
+        """Start a bare vLLM engine (not waited for) and record it under role `name`."""
+        spec = vllm_engine(self.model_dir(), self.port(), options or self.options.engine, name=name)
+        process = self.stack.start(spec)
+        self.started(name, process)
+        return process
+
+    def start_gateway(self, engine_urls: list[str], name: str = "gateway") -> ManagedProcess:
+        """Start `lorafleet serve` in cluster mode with its own registry, wait until ready."""
+        spec = gateway_process(
+            engine_urls,
+            self.options.served_model_name,
+            self.port(),
+            adapter_roots=[self.adapter_dir],
+            state_dir=self.workdir,
+            name=name,
+        )
+        process = self.stack.start(spec)
+        self.stack.wait_ready([process])
+        self.started(name, process)
+        return process
 
     # --- model and prompts ----------------------------------------------------------------
     def model_dir(self) -> Path:

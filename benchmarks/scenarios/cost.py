@@ -9,7 +9,7 @@
 Output-token and blended (3 input : 1 output) prices at 100% and 40% utilization, beside every
 API in the price table (benchmarks/prices.yaml, or --prices). The machine price comes from the
 table (--machine) unless --dollars-per-hour overrides it. Roles: `server` (default: engine +
-gateway started here). The model's quality is stated beside the prices: cheaper is not equal.
+gateway started here) or `engine` (a vLLM to put the gateway in front of). The model's quality is stated beside the prices: cheaper is not equal.
 """
 
 from __future__ import annotations
@@ -118,63 +118,76 @@ def run(ctx: BenchContext, args: argparse.Namespace) -> dict[str, Any]:
         utilizations=utilizations,
     )
     ctx.notes += report["notes"]
-    price = f"${report['per_hour_used']}/h {machine.id}"
-    headline = []
+    result = ctx.result(arms=arms, comparisons=[], headline=_headline(report, workload))
+    result["cost"] = report
+    result["extra_sections"] = [{"title": "Cost per 1M tokens", "lines": _table(report)}]
+    return result
+
+
+def _headline(report: dict[str, Any], workload: str) -> list[dict[str, Any]]:
+    price = f"${report['per_hour_used']}/h {report['machine']['id']}"
+    rows = []
     for row in report["self_hosted"]:
-        u = f"{row['utilization']:.0%}"
-        headline.append(
+        at = f"{price}, {row['utilization']:.0%} utilization"
+        rows.append(
             headline_row(
-                f"self-hosted $ per 1M output tokens ({price}, {u} utilization)",
-                row["output_per_1m"],
-                "$",
-                workload,
+                f"self-hosted $ per 1M output tokens ({at})", row["output_per_1m"], "$", workload
             )
         )
-        headline.append(
+        rows.append(
             headline_row(
-                f"self-hosted $ per 1M blended 3:1 tokens ({price}, {u} utilization)",
+                f"self-hosted $ per 1M blended 3:1 tokens ({at})",
                 row["blended_per_1m"],
                 "$",
                 workload,
             )
         )
+    caveat = workload + "; model quality differs (see notes)"
     for comp in report["comparisons"]:
         api = next(p for p in report["api"] if p["id"] == comp["api"])
-        u = f"{comp['utilization']:.0%}"
-        headline.append(
+        at = f"{comp['utilization']:.0%} utilization"
+        listed = f"${api['output_per_1m']}/1M out, as of {api['as_of']}"
+        rows.append(
             headline_row(
-                f"{comp['api']} list price (${api['output_per_1m']}/1M out, as of {api['as_of']}) / self-hosted, output, {u} utilization",
+                f"{comp['api']} list price ({listed}) / self-hosted, output, {at}",
                 comp["output_times_cheaper"],
                 "x",
-                workload + "; model quality differs (see notes)",
+                caveat,
             )
         )
-        headline.append(
+        rows.append(
             headline_row(
-                f"{comp['api']} blended 3:1 (${api['blended_per_1m']:.3g}/1M) / self-hosted blended, {u} utilization",
+                f"{comp['api']} blended 3:1 (${api['blended_per_1m']:.3g}/1M) / self-hosted, {at}",
                 comp["blended_times_cheaper"],
                 "x",
-                workload + "; model quality differs (see notes)",
+                caveat,
             )
         )
+    return rows
+
+
+def _table(report: dict[str, Any]) -> list[str]:
+    machine = report["machine"]
     lines = ["| | $ / 1M output | $ / 1M blended 3:1 | as of | source |", "|---|---|---|---|---|"]
     for row in report["self_hosted"]:
-        lines.append(
-            f"| self-hosted, {price}, {row['utilization']:.0%} utilization | {row['output_per_1m']:.4g} | {row['blended_per_1m']:.4g} | {machine.as_of} | {machine.source} |"
-        )
+        who = f"self-hosted, ${report['per_hour_used']}/h {machine['id']}, {row['utilization']:.0%}"
+        cells = [who, f"{row['output_per_1m']:.4g}", f"{row['blended_per_1m']:.4g}"]
+        lines.append("| " + " | ".join([*cells, machine["as_of"], machine["source"]]) + " |")
     for api in report["api"]:
-        lines.append(
-            f"| {api['id']} ({api['model']}) | {api['output_per_1m']} | {api['blended_per_1m']:.4g} | {api['as_of']} | {api['source']} |"
-        )
+        cells = [
+            f"{api['id']} ({api['model']})",
+            str(api["output_per_1m"]),
+            f"{api['blended_per_1m']:.4g}",
+        ]
+        lines.append("| " + " | ".join([*cells, api["as_of"], api["source"]]) + " |")
+    throughput = report["throughput"]
     lines += [
         "",
-        f"Sustained throughput priced: {report['throughput']['output_tok_s']:.1f} output tok/s, "
-        f"{report['throughput']['total_tok_s']:.1f} total tok/s (input:output {report['throughput']['input_output_ratio']:.2f}:1).",
+        f"Sustained throughput priced: {throughput['output_tok_s']:.1f} output tok/s, "
+        f"{throughput['total_tok_s']:.1f} total tok/s "
+        f"(input:output {throughput['input_output_ratio']:.2f}:1).",
     ]
-    result = ctx.result(arms=arms, comparisons=[], headline=headline)
-    result["cost"] = report
-    result["extra_sections"] = [{"title": "Cost per 1M tokens", "lines": lines}]
-    return result
+    return lines
 
 
 def plots(result: dict[str, Any], out_dir: Path) -> list[Path]:

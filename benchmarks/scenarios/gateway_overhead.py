@@ -23,9 +23,6 @@ from typing import Any
 from lorafleet.benchmarks.processes import (
     ManagedProcess,
     fake_engine,
-    find_free_port,
-    gateway_process,
-    vllm_engine,
 )
 from lorafleet.benchmarks.scenarios.base import (
     Arm,
@@ -74,33 +71,24 @@ class Pair:
         self.gateway_meter = self.direct_meter | ({"gateway": gateway_proc} if gateway_proc else {})
 
 
-def real_pair(ctx: BenchContext, taken: set[int]) -> Pair:
+def real_pair(ctx: BenchContext) -> Pair:
     engine_url, gateway_url = ctx.given("engine"), ctx.given("gateway")
     if gateway_url and not engine_url:
-        raise ScenarioError(
-            "--target gateway=... also needs --target engine=... (the engine behind it)"
-        )
+        raise ScenarioError("--target gateway=... also needs --target engine=... (behind it)")
     engine = gateway = None
     if not engine_url:
-        engine = ctx.stack.start(
-            vllm_engine(ctx.model_dir(), find_free_port(taken=taken), ctx.options.engine)
-        )
-        engine_url = ctx.started("engine", engine).url
+        engine = ctx.start_engine()
         ctx.stack.wait_ready([engine])
+        engine_url = engine.url
     if not gateway_url:
-        gateway = ctx.stack.start(
-            gateway_process(
-                [engine_url], ctx.options.served_model_name, find_free_port(taken=taken)
-            )
-        )
-        gateway_url = ctx.started("gateway", gateway).url
-        ctx.stack.wait_ready([gateway])
+        gateway = ctx.start_gateway([engine_url])
+        gateway_url = gateway.url
     return Pair(engine_url, gateway_url, engine, gateway)
 
 
-def fake_pair(ctx: BenchContext, args: argparse.Namespace, taken: set[int]) -> Pair:
+def fake_pair(ctx: BenchContext, args: argparse.Namespace) -> Pair:
     spec = fake_engine(
-        find_free_port(taken=taken),
+        ctx.port(),
         ttft_ms=args.fake_ttft_ms,
         itl_ms=args.fake_itl_ms,
         served_model_name=ctx.options.served_model_name,
@@ -108,16 +96,7 @@ def fake_pair(ctx: BenchContext, args: argparse.Namespace, taken: set[int]) -> P
     fake = ctx.stack.start(spec)
     ctx.started("fake-engine", fake)
     ctx.stack.wait_ready([fake])
-    gateway = ctx.stack.start(
-        gateway_process(
-            [fake.url],
-            ctx.options.served_model_name,
-            find_free_port(taken=taken),
-            name="gateway-to-fake",
-        )
-    )
-    ctx.started("gateway-to-fake", gateway)
-    ctx.stack.wait_ready([gateway])
+    gateway = ctx.start_gateway([fake.url], name="gateway-to-fake")
     return Pair(fake.url, gateway.url, fake, gateway)
 
 
@@ -132,13 +111,12 @@ def workload_for(args: argparse.Namespace, concurrency: int) -> Workload:
 
 
 def run(ctx: BenchContext, args: argparse.Namespace) -> dict[str, Any]:
-    taken: set[int] = set()
-    pairs = [("", real_pair(ctx, taken), [int(c) for c in args.concurrencies.split(",")])]
+    pairs = [("", real_pair(ctx), [int(c) for c in args.concurrencies.split(",")])]
     if args.fake:
         pairs.append(
             (
                 "fake ",
-                fake_pair(ctx, args, taken),
+                fake_pair(ctx, args),
                 [int(c) for c in args.fake_concurrencies.split(",")],
             )
         )

@@ -2,7 +2,8 @@
 
     lorafleet bench load --target server=http://127.0.0.1:8000 -c 16 --num-prompts 64
     lorafleet bench load --target server=http://127.0.0.1:8000 --request-rate 2 --burstiness 0.5
-    lorafleet bench load --target server=http://127.0.0.1:8000 --adapters a,b --adapter-assignment random
+    lorafleet bench load --target server=http://127.0.0.1:8000 --adapters a,b \
+        --adapter-assignment random
     lorafleet bench load --target server=https://api.openai.com --model gpt-4o-mini \
         --endpoint chat \
         --dataset chat-file --dataset-path prompts.jsonl --no-ignore-eos --repeats 1

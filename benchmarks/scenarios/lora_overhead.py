@@ -18,8 +18,6 @@ as such. With --via engine they are loaded into the engine (--lora-modules at st
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,6 @@ from typing import Any
 import httpx
 
 from lorafleet.benchmarks.lora_adapters import DEFAULT_TARGETS, make_adapters
-from lorafleet.benchmarks.processes import find_free_port, gateway_process, vllm_engine
 from lorafleet.benchmarks.scenarios.base import (
     Arm,
     BenchContext,
@@ -111,78 +108,51 @@ def load_into_engine(engine_url: str, adapters: list[tuple[str, Path]]) -> None:
 def run(ctx: BenchContext, args: argparse.Namespace) -> dict[str, Any]:
     ns = counts(args)
     targets = tuple(args.targets.split(",")) if args.targets != "all-linear" else ("all-linear",)
-    workdir = Path(tempfile.mkdtemp(prefix="lorafleet-bench-adapters-"))
-    try:
-        print(f"[bench] creating {ns[-1]} rank-{args.rank} adapters in {workdir}")
-        adapters = make_adapters(
-            ctx.model_dir(), workdir, ns[-1], args.rank, targets, seed=ctx.options.seed
-        )
-        return _run(ctx, args, ns, adapters, workdir)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"[bench] creating {ns[-1]} rank-{args.rank} adapters in {ctx.adapter_dir}")
+    adapters = make_adapters(
+        ctx.model_dir(), ctx.adapter_dir, ns[-1], args.rank, targets, seed=ctx.options.seed
+    )
+    serve_url, off_url = _engines(ctx, args, ns, adapters)
+    return _arms(ctx, args, ns, adapters, serve_url, off_url)
 
 
 def _engines(
-    ctx: BenchContext,
-    args: argparse.Namespace,
-    ns: list[int],
-    adapters: list[tuple[str, Path]],
-    workdir: Path,
-) -> tuple[str, str | None, dict[str, Any]]:
-    """(URL that serves the LoRA arms, URL of the LoRA-off engine, metered processes)."""
-    taken: set[int] = set()
-    base = ctx.options.engine
+    ctx: BenchContext, args: argparse.Namespace, ns: list[int], adapters: list[tuple[str, Path]]
+) -> tuple[str, str | None]:
+    """(URL that serves the LoRA arms, URL of the LoRA-off engine or None)."""
     preload = tuple((n, str(p)) for n, p in adapters) if args.via == "engine" else ()
     lora_options = replace(
-        base,
+        ctx.options.engine,
         enable_lora=True,
         max_loras=args.max_loras or ns[-1],
         max_lora_rank=args.rank,
         lora_modules=preload,
     )
     lora_url = ctx.given("lora-engine")
-    lora_proc = None
+    given_lora = lora_url is not None
     if not lora_url:
-        lora_proc = ctx.stack.start(
-            vllm_engine(
-                ctx.model_dir(), find_free_port(taken=taken), lora_options, name="lora-engine"
-            )
-        )
-        lora_url = ctx.started("lora-engine", lora_proc).url
+        lora_url = ctx.start_engine(lora_options, name="lora-engine").url
     off_url = None if args.skip_lora_off else ctx.given("base-engine")
     if not args.skip_lora_off and not off_url:
-        off_proc = ctx.stack.start(
-            vllm_engine(ctx.model_dir(), find_free_port(taken=taken), base, name="base-engine")
-        )
-        off_url = ctx.started("base-engine", off_proc).url
+        off_url = ctx.start_engine(name="base-engine").url
     ctx.stack.wait_ready()
-    serve_url = lora_url
-    if args.via == "gateway":
-        serve_url = ctx.given("gateway") or ""
-        if not serve_url:
-            spec = gateway_process(
-                [lora_url],
-                ctx.options.served_model_name,
-                find_free_port(taken=taken),
-                adapter_roots=[workdir],
-            )
-            gateway = ctx.stack.start(spec)
-            ctx.stack.wait_ready([gateway])
-            serve_url = ctx.started("gateway", gateway).url
-        register_via_gateway(serve_url, adapters, ctx.options.served_model_name)
-    elif lora_proc is None:
-        load_into_engine(lora_url, adapters)
-    return serve_url, off_url, {}
+    if args.via == "engine":
+        if given_lora:
+            load_into_engine(lora_url, adapters)
+        return lora_url, off_url
+    serve_url = ctx.given("gateway") or ctx.start_gateway([lora_url]).url
+    register_via_gateway(serve_url, adapters, ctx.options.served_model_name)
+    return serve_url, off_url
 
 
-def _run(
+def _arms(
     ctx: BenchContext,
     args: argparse.Namespace,
     ns: list[int],
     adapters: list[tuple[str, Path]],
-    workdir: Path,
+    serve_url: str,
+    off_url: str | None,
 ) -> dict[str, Any]:
-    serve_url, off_url, _ = _engines(ctx, args, ns, adapters, workdir)
     model = ctx.options.served_model_name
     workload = Workload(
         num_requests=args.requests,

@@ -5,7 +5,8 @@
     lorafleet bench sweep --rates 0.5,1,2,4 --burstiness 1  # open loop, Poisson arrivals
     lorafleet bench sweep --target server=https://api.example.com --model m --no-ignore-eos
 
-Roles: `server` (any OpenAI endpoint; by default an engine + gateway this benchmark starts).
+Roles: `server` (any OpenAI endpoint, used as is), or `engine` (a bare vLLM the benchmark puts
+its gateway in front of); by default an engine + gateway this benchmark starts.
 At c=1 it also reports single-stream decode speed (1 / TPOT) against the memory-bandwidth
 roofline (weights bytes per token; bandwidth measured here or given with --mem-bandwidth-gbs).
 """
@@ -18,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from lorafleet.benchmarks import membw
-from lorafleet.benchmarks.processes import find_free_port, gateway_process, vllm_engine
 from lorafleet.benchmarks.scenarios.base import Arm, BenchContext, Workload, headline_row
 
 NAME = "sweep"
@@ -72,22 +72,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def start_server(ctx: BenchContext, args: argparse.Namespace) -> str:
+    """The `server` URL given, else an engine (and, unless --via engine, a gateway) started."""
     url = ctx.given("server")
     if url:
         return url
-    taken: set[int] = set()
-    engine = ctx.stack.start(
-        vllm_engine(ctx.model_dir(), find_free_port(taken=taken), ctx.options.engine)
-    )
-    ctx.stack.wait_ready([engine])
-    ctx.started("engine", engine)
-    if args.via == "engine":
-        return engine.url
-    gateway = ctx.stack.start(
-        gateway_process([engine.url], ctx.options.served_model_name, find_free_port(taken=taken))
-    )
-    ctx.stack.wait_ready([gateway])
-    return ctx.started("server", gateway).url
+    engine_url = ctx.given("engine")
+    if not engine_url:
+        engine = ctx.start_engine()
+        ctx.stack.wait_ready([engine])
+        engine_url = engine.url
+    return engine_url if args.via == "engine" else ctx.start_gateway([engine_url]).url
 
 
 def _workloads(args: argparse.Namespace) -> list[tuple[float, Workload]]:
@@ -134,7 +128,7 @@ def run(ctx: BenchContext, args: argparse.Namespace) -> dict[str, Any]:
         arm = Arm(label, url, model, workload)
         ctx.run_arms([arm])
         arms.append((x, arm))
-    points = []
+    points: list[dict[str, Any]] = []
     for x, arm in arms:
         summary = arm.as_dict()["summary"]
         points.append(

@@ -4,8 +4,8 @@
     lorafleet bench vllm-vs-transformers --target vllm=http://127.0.0.1:8000 \
         --target hf=http://127.0.0.1:8310 --target hf-batch=http://127.0.0.1:8311
 
-Roles: `vllm` (an OpenAI endpoint backed by vLLM; by default the benchmark starts an engine and
-the gateway in front of it), `hf` (`benchmarks/hf_server.py`, one request at a time) and
+Roles: `vllm` (an OpenAI endpoint backed by vLLM; by default the benchmark starts an engine, or
+uses the `engine` given, and the gateway in front of it), `hf` (`benchmarks/hf_server.py`, one request at a time) and
 `hf-batch` (the same server with static batches). Two comparisons, each run back to back:
 1. fixed-length outputs at high concurrency: vLLM vs `generate()` one request at a time;
 2. mixed output lengths: vLLM vs static batches (a batch runs until its longest request ends).
@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from lorafleet.benchmarks.processes import find_free_port, gateway_process, hf_server, vllm_engine
+from lorafleet.benchmarks.processes import hf_server
 from lorafleet.benchmarks.scenarios.base import Arm, BenchContext, Workload, compare, headline_row
 
 NAME = "vllm-vs-transformers"
@@ -52,41 +52,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def setup(ctx: BenchContext, args: argparse.Namespace) -> dict[str, str]:
-    taken: set[int] = set()
+    """URLs for roles vllm, hf, hf-batch; HF servers load while the engine starts."""
     urls: dict[str, str] = {}
-    vllm_url = ctx.given("vllm")
-    engine = None
-    if not vllm_url:
-        engine = ctx.stack.start(
-            vllm_engine(ctx.model_dir(), find_free_port(taken=taken), ctx.options.engine)
-        )
-        ctx.started("engine", engine)
+    vllm_url, engine_url = ctx.given("vllm"), ctx.given("engine")
+    engine = None if vllm_url or engine_url else ctx.start_engine()
     for role, batch in (("hf", 1), ("hf-batch", args.batch_size)):
         if role == "hf-batch" and args.skip_batch:
             continue
         url = ctx.given(role)
         if not url:
+            name = ctx.options.served_model_name
             spec = hf_server(
-                ctx.model_dir(),
-                find_free_port(taken=taken),
-                served_model_name=ctx.options.served_model_name,
-                batch_size=batch,
-                name=role,
+                ctx.model_dir(), ctx.port(), served_model_name=name, batch_size=batch, name=role
             )
             url = ctx.started(role, ctx.stack.start(spec)).url
         urls[role] = url
     if engine is not None:
         ctx.stack.wait_ready([engine])
-        if args.direct:
-            vllm_url = engine.url
-            ctx.started("vllm", engine)
-        else:
-            gateway = ctx.stack.start(
-                gateway_process(
-                    [engine.url], ctx.options.served_model_name, find_free_port(taken=taken)
-                )
-            )
-            vllm_url = ctx.started("vllm", gateway).url
+        engine_url = engine.url
+    if not vllm_url and engine_url:
+        vllm_url = engine_url if args.direct else ctx.start_gateway([engine_url]).url
     ctx.stack.wait_ready()
     urls["vllm"] = str(vllm_url)
     return urls

@@ -64,7 +64,7 @@ def test_options_from_args() -> None:
     [["--target", "nourl"], ["--target", "x=ftp://h"], ["--repeats", "0"], ["--goodput", "foo:1"]],
 )
 def test_bad_options(bad: list[str]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"target|repeats|SLO"):
         options_from_args("sweep", parse("sweep", *bad))
 
 

@@ -27,7 +27,7 @@ def test_dollars_per_million_by_hand() -> None:
 
 @pytest.mark.parametrize(("tps", "util"), [(0.0, 1.0), (-1.0, 1.0), (10.0, 0.0), (10.0, 1.5)])
 def test_dollars_per_million_rejects(tps: float, util: float) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"throughput|utilization"):
         dollars_per_million(1.0, tps, util)
 
 

@@ -52,7 +52,7 @@ def test_output_range_ratio_bounds() -> None:
     assert min(lengths) >= 50 and max(lengths) <= 150
     assert len(set(lengths)) > 20
     assert output_lengths(3, 10, 0.0, random.Random(0)) == [10, 10, 10]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="range_ratio"):
         output_lengths(1, 10, 1.0, random.Random(0))
 
 
@@ -60,7 +60,7 @@ def test_output_range_ratio_bounds() -> None:
     "kwargs", [{"input_len": 0, "output_len": 1}, {"input_len": 1, "output_len": 0}]
 )
 def test_random_dataset_rejects_non_positive(kwargs: dict[str, int]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="positive"):
         random_dataset(1, seed=0, **kwargs)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from lorafleet.benchmarks.hf_server import BatchGenerator, Detokenizer, OpenAIFr
 
 
 @pytest.fixture(scope="module")
-def tiny(model_dir: Path) -> Iterator[tuple[Any, Any]]:
+def tiny(model_dir: Path) -> tuple[Any, Any]:
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
@@ -32,7 +31,7 @@ def tiny(model_dir: Path) -> Iterator[tuple[Any, Any]]:
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(0)
-    yield transformers.LlamaForCausalLM(config).eval(), tokenizer
+    return transformers.LlamaForCausalLM(config).eval(), tokenizer
 
 
 def app(tiny: tuple[Any, Any], batch_size: int) -> Any:

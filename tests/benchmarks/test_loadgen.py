@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from collections.abc import AsyncIterator, Callable
+from itertools import pairwise
 
 import httpx
 import orjson
@@ -163,7 +165,7 @@ def test_without_usage_counts_chunks() -> None:
 def test_failures_are_recorded_not_raised(chunks: list[bytes], status: int, match: str) -> None:
     (record,) = run(config(), SPECS, transport(chunks, status=status))
     assert not record.success  # type: ignore[attr-defined]
-    assert __import__("re").search(match, record.error)  # type: ignore[attr-defined]
+    assert re.search(match, record.error)  # type: ignore[attr-defined]
 
 
 def test_connection_refused_is_a_failed_request() -> None:
@@ -197,12 +199,12 @@ def test_arrival_offsets() -> None:
     poisson = arrival_offsets(100, 10.0, 1.0, seed=3)
     assert poisson == arrival_offsets(100, 10.0, 1.0, seed=3)
     assert poisson[-1] == pytest.approx(10.0)  # rescaled to count / rate, as vLLM does
-    assert all(b >= a for a, b in zip(poisson, poisson[1:], strict=False))
+    assert all(b >= a for a, b in pairwise(poisson))
     assert arrival_offsets(4, 2.0, math.inf, 0) == pytest.approx([0.5, 1.0, 1.5, 2.0])
     bursty = arrival_offsets(200, 10.0, 0.2, seed=1)
-    gaps = [b - a for a, b in zip(bursty, bursty[1:], strict=False)]
+    gaps = [b - a for a, b in pairwise(bursty)]
     regular = arrival_offsets(200, 10.0, 5.0, seed=1)
-    regular_gaps = [b - a for a, b in zip(regular, regular[1:], strict=False)]
+    regular_gaps = [b - a for a, b in pairwise(regular)]
     assert max(gaps) > max(regular_gaps)  # lower shape: burstier
 
 
@@ -215,7 +217,7 @@ def test_arrival_offsets() -> None:
     ],
 )
 def test_config_validation(make: Callable[[], LoadConfig]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"concurrency|rate"):
         make()
 
 

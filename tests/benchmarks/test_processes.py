@@ -69,9 +69,10 @@ def test_ready_timeout(tmp_path: Path) -> None:
         ready_path="/health",
         ready_timeout_s=0.5,
     )
-    with ProcessStack(tmp_path) as stack, pytest.raises(ProcessStartError, match="not ready after"):
+    with ProcessStack(tmp_path) as stack:
         stack.start(spec)
-        stack.wait_ready()
+        with pytest.raises(ProcessStartError, match="not ready after"):
+            stack.wait_ready()
 
 
 def test_tree_cpu_seconds_counts_self() -> None:
