@@ -71,7 +71,9 @@ class OpenAIModel(BaseModel):
 
     def declared_fields(self) -> dict[str, Any]:
         """The fields the client set that this model declares (extras dropped)."""
-        return self.model_dump(exclude_unset=True, exclude=set(self.model_extra or ()))
+        return self.model_dump(
+            exclude_unset=True, by_alias=True, exclude=set(self.model_extra or ())
+        )
 
 
 class StreamOptions(OpenAIModel):

@@ -273,3 +273,12 @@ def test_engines_found_through_service_discovery(settings: Any, engine: FakeVLLM
         assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
         ready = client.get("/ready").json()
         assert ready["models"] == {MODEL: True}
+
+
+def test_response_format_schema_reaches_the_engine_under_its_name(
+    client: TestClient, engine: FakeVLLM
+) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}}
+    response_format = {"type": "json_schema", "json_schema": {"name": "c", "schema": schema}}
+    assert client.post("/v1/chat/completions", json={**CHAT, "response_format": response_format})
+    assert engine.requests[-1]["response_format"]["json_schema"]["schema"] == schema
