@@ -55,6 +55,23 @@ MIGRATIONS: list[list[str]] = [
         "CREATE TABLE registry_state (id INTEGER PRIMARY KEY, generation BIGINT NOT NULL)",
         "INSERT INTO registry_state (id, generation) VALUES (1, 0)",
     ],
+    [  # API keys and tenants' adapter grants (server/keys.py); writes bump the generation too
+        """CREATE TABLE api_keys (
+            key_id TEXT PRIMARY KEY,
+            key_hash TEXT NOT NULL,
+            tenant TEXT NOT NULL,
+            rpm INTEGER,
+            tpm INTEGER,
+            budget_tokens BIGINT,
+            created_at DOUBLE PRECISION NOT NULL,
+            revoked_at DOUBLE PRECISION
+        )""",
+        """CREATE TABLE tenant_grants (
+            tenant TEXT NOT NULL,
+            adapter TEXT NOT NULL,
+            PRIMARY KEY (tenant, adapter)
+        )""",
+    ],
 ]
 
 REGISTERED = "registered"
@@ -345,9 +362,17 @@ class AdapterRegistry:
         )
         self._bump(conn)
 
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine, for other stores sharing this database (API keys)."""
+        return self._engine
+
     @staticmethod
-    def _bump(conn: Connection) -> None:
+    def bump(conn: Connection) -> None:
+        """Mark a change every gateway replica should pick up (see `generation`)."""
         conn.execute(sa.text("UPDATE registry_state SET generation = generation + 1 WHERE id = 1"))
+
+    _bump = bump
 
 
 def _version(row: Any) -> AdapterVersion:

@@ -20,8 +20,9 @@ DEFAULT_TARGETS = ("q_proj", "v_proj")
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-def adapter_name(index: int, rank: int) -> str:
-    return f"bench-r{rank}-{index:02d}"
+def adapter_name(index: int, rank: int, tag: str = "") -> str:
+    """`bench[-TAG]-r16-03`: a tag per run keeps names unique on long-lived engines."""
+    return f"bench{'-' + tag if tag else ''}-r{rank}-{index:02d}"
 
 
 def make_adapters(
@@ -32,6 +33,7 @@ def make_adapters(
     targets: tuple[str, ...],
     seed: int = 0,
     first: int = 0,
+    tag: str = "",
 ) -> list[tuple[str, Path]]:
     """Create `count` adapters under `out_dir` in a subprocess; returns (name, path) pairs."""
     argv = [
@@ -50,6 +52,8 @@ def make_adapters(
         ",".join(targets),
         "--seed",
         str(seed),
+        "--tag",
+        tag,
         "--first",
         str(first),
     ]
@@ -60,7 +64,14 @@ def make_adapters(
 
 
 def _write(
-    model_dir: Path, out_dir: Path, count: int, rank: int, targets: list[str], seed: int, first: int
+    model_dir: Path,
+    out_dir: Path,
+    count: int,
+    rank: int,
+    targets: list[str],
+    seed: int,
+    first: int,
+    tag: str,
 ) -> list[tuple[str, str]]:
     import torch
     from peft import LoraConfig, get_peft_model
@@ -80,12 +91,12 @@ def _write(
     for index in range(first, first + count):
         generator = torch.Generator().manual_seed(seed * 10_000 + index)
         with torch.no_grad():
-            for name, param in model.named_parameters():
-                if "lora_A" in name:
+            for param_name, param in model.named_parameters():
+                if "lora_A" in param_name:
                     param.copy_(torch.randn(param.shape, generator=generator) / rank**0.5)
-                elif "lora_B" in name:
+                elif "lora_B" in param_name:
                     param.copy_(torch.randn(param.shape, generator=generator) * 0.01)
-        name = adapter_name(index, rank)
+        name = adapter_name(index, rank, tag)
         path = out_dir / name
         model.save_pretrained(str(path), safe_serialization=True)
         _set_base_path(path, model_dir)
@@ -109,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--count", type=int, default=1)
     parser.add_argument("--first", type=int, default=0, help="index of the first adapter (names)")
+    parser.add_argument("--tag", default="", help="inserted in every adapter name")
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument(
         "--targets", default=",".join(DEFAULT_TARGETS), help="comma list, or 'all-linear'"
@@ -116,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     targets = list(ALL_LINEAR) if args.targets == "all-linear" else args.targets.split(",")
-    made = _write(args.model, args.out, args.count, args.rank, targets, args.seed, args.first)
+    made = _write(
+        args.model, args.out, args.count, args.rank, targets, args.seed, args.first, args.tag
+    )
     print(json.dumps(made))
     return 0
 

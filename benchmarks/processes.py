@@ -318,7 +318,7 @@ class ProcessStack:
 
     def wait_ready(self, processes: list[ManagedProcess] | None = None) -> None:
         """Wait until each process answers its readiness path (they start in parallel)."""
-        waiting = list(processes or self.processes)
+        waiting = [p for p in processes or self.processes if p.ready_after_s is None]
         deadline = {id(p): time.monotonic() + p.spec.ready_timeout_s for p in waiting}
         while waiting:
             for process in list(waiting):

@@ -28,10 +28,12 @@ from lorafleet.server.engine.pool import EnginePool
 from lorafleet.server.engine.supervisor import EngineSupervisor, has_cuda_device
 from lorafleet.server.engine.vllm_http import VLLMHttpEngine, make_timeout
 from lorafleet.server.errors import install_error_handlers
+from lorafleet.server.keys import KeyStore
 from lorafleet.server.lora import AdapterManager
 from lorafleet.server.metrics import GatewayMetrics
 from lorafleet.server.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from lorafleet.server.routes import adapters as adapter_routes
+from lorafleet.server.routes import keys as key_routes
 from lorafleet.server.routes import openai, ops
 from lorafleet.server.serving import InferenceService, ModelResolver, RetryPolicy
 from lorafleet.server.settings import Settings
@@ -75,8 +77,12 @@ def create_app(
         retry = RetryPolicy(settings.retry_attempts, settings.retry_max_wait_s)
         service = InferenceService(resolver, metrics, retry)
         base_model_dir = supervisor.model_dir if supervisor else None
+        keys = None
+        if settings.admin_key is not None and settings.key_secret is not None:
+            keys = KeyStore(registry, settings.key_secret.get_secret_value())
+            keys.snapshot = await asyncio.to_thread(keys.load)
         gateway = Gateway(
-            settings, pools, metrics, service, adapters, base_model_dir, app.state.lifecycle
+            settings, pools, metrics, service, adapters, base_model_dir, app.state.lifecycle, keys
         )
         async with contextlib.AsyncExitStack() as stack:
             stack.callback(registry.close)
@@ -111,6 +117,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(openai.router)
     app.include_router(adapter_routes.router)
+    app.include_router(key_routes.router)
     app.include_router(ops.router)
     # Outermost last: the request id is set before anything else runs.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
@@ -159,6 +166,11 @@ async def _watch_registry(gateway: Gateway) -> None:
     while True:
         await asyncio.sleep(settings.registry_poll_s)
         changed = await gateway.adapters.refresh()
+        if changed and gateway.keys is not None:
+            try:
+                gateway.keys.snapshot = await asyncio.to_thread(gateway.keys.load)
+            except Exception as exc:  # database briefly away: keep authenticating from cache
+                log.warning("key refresh failed, using cached keys: %s", exc)
         if changed or time.monotonic() - last >= settings.reconcile_interval_s:
             last = time.monotonic()
             for pool in gateway.pools.values():

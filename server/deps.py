@@ -13,6 +13,8 @@ from lorafleet.adapters.base_models import fetch_model, model_info
 from lorafleet.adapters.registration import RegistrationRules, ServedBase
 from lorafleet.adapters.sources import SourcePolicy
 from lorafleet.server.engine.pool import EnginePool
+from lorafleet.server.errors import AuthenticationError, PermissionDeniedError
+from lorafleet.server.keys import ADMIN, KeyStore, Principal, constant_time_equal
 from lorafleet.server.lora import AdapterManager
 from lorafleet.server.metrics import GatewayMetrics
 from lorafleet.server.serving import InferenceService
@@ -38,6 +40,7 @@ class Gateway:
     adapters: AdapterManager
     base_model_dir: Path | None = None  # local mode knows it; cluster mode fetches config
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    keys: KeyStore | None = None  # None: auth is off (no admin key configured)
 
     @property
     def draining(self) -> bool:
@@ -70,9 +73,30 @@ def get_gateway(request: Request) -> Gateway:
     return gateway
 
 
-def get_service(request: Request) -> InferenceService:
-    return get_gateway(request).service
+def get_principal(request: Request) -> Principal:
+    """Who is calling. Auth off: everyone is the admin. On: a Bearer admin key or tenant key;
+    anything else is 401. Only the Authorization header counts (never Host or path tricks)."""
+    gateway = get_gateway(request)
+    admin_key = gateway.settings.admin_key
+    if admin_key is None or gateway.keys is None:
+        return ADMIN
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise AuthenticationError("Missing API key: send 'Authorization: Bearer <key>'.")
+    if constant_time_equal(token, admin_key.get_secret_value()):
+        return ADMIN
+    principal = gateway.keys.authenticate(token)
+    if principal is None:
+        raise AuthenticationError("Invalid or revoked API key.")
+    return principal
+
+
+def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    if not principal.admin:
+        raise PermissionDeniedError("This route needs the admin key.", code="admin_required")
+    return principal
 
 
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
-ServiceDep = Annotated[InferenceService, Depends(get_service)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -31,6 +31,7 @@ from lorafleet.server.errors import (
     ModelNotFoundError,
     RateLimitError,
 )
+from lorafleet.server.keys import ADMIN, Principal
 from lorafleet.server.lora import AdapterManager
 from lorafleet.server.metrics import GatewayMetrics
 from lorafleet.server.protocol import ModelCard, _SamplingFields
@@ -73,7 +74,7 @@ class ModelResolver:
         self.adapters = adapters
         self._created = created
 
-    async def resolve(self, model: str) -> Target:
+    async def resolve(self, model: str, who: Principal = ADMIN) -> Target:
         pool = self._pools.get(model)
         if pool is not None:
             guard = self.adapters.guard_for(model) if self.adapters else None
@@ -83,14 +84,18 @@ class ModelResolver:
         version = self.adapters.lookup(model) if self.adapters else None
         if version is None or version.base_model not in self._pools:
             raise ModelNotFoundError(model)
+        if not who.may_use(version.name):  # another tenant's adapter looks like no adapter
+            raise ModelNotFoundError(model)
         return Target(version.name, version.engine_name, self._pools[version.base_model], version)
 
-    async def list_models(self) -> list[ModelCard]:
+    async def list_models(self, who: Principal = ADMIN) -> list[ModelCard]:
         cards = [
             ModelCard(id=name, created=self._created, root=name, max_model_len=pool.max_model_len)
             for name, pool in sorted(self._pools.items())
         ]
         for version in self.adapters.servable() if self.adapters else []:
+            if not who.may_use(version.name):
+                continue
             cards.append(
                 ModelCard(
                     id=version.name,
@@ -120,10 +125,15 @@ class InferenceService:
         self.retry = retry or RetryPolicy()
 
     async def handle(
-        self, endpoint: Endpoint, request: _SamplingFields, request_id: str, started: float
+        self,
+        endpoint: Endpoint,
+        request: _SamplingFields,
+        request_id: str,
+        started: float,
+        who: Principal = ADMIN,
     ) -> Response:
         try:
-            target = await self.resolver.resolve(request.model)
+            target = await self.resolver.resolve(request.model, who)
         except LorafleetError as exc:
             self.metrics.requests.labels("unknown", str(exc.status)).inc()
             raise

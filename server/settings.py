@@ -16,6 +16,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     TypeAdapter,
     field_validator,
     model_validator,
@@ -110,6 +111,10 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = Field(10.0, gt=0)
     registry_poll_s: float = Field(1.0, gt=0)
 
+    # --- Auth (on whenever admin_key is set) -------------------------------------------------
+    admin_key: SecretStr | None = None
+    key_secret: SecretStr | None = None  # HMAC secret for stored API key hashes
+
     # --- Upstream timeouts -------------------------------------------------------------------
     connect_timeout_s: float = Field(5.0, gt=0)
     first_byte_timeout_s: float = Field(300.0, gt=0)  # queueing + prefill on a busy engine
@@ -152,6 +157,18 @@ class Settings(BaseSettings):
         for url in urls:
             _URL.validate_python(url)
         return [url.rstrip("/") for url in urls]
+
+    @model_validator(mode="after")
+    def _check_auth(self) -> Self:
+        if self.admin_key is not None:
+            if len(self.admin_key.get_secret_value()) < 16:
+                raise ValueError("admin_key must be at least 16 characters")
+            if self.key_secret is None or len(self.key_secret.get_secret_value()) < 32:
+                raise ValueError(
+                    "auth is on (admin_key is set): key_secret must be set too, at least 32 "
+                    "random characters (it keys the HMAC of stored API keys)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _check_cluster_mode(self) -> Self:

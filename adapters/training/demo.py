@@ -63,7 +63,10 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--test-examples", type=int, default=100)
     parser.add_argument("--max-minutes", type=float, default=30.0, help="training time budget")
     parser.add_argument("--skip-train", action="store_true", help="reuse the adapter in workdir")
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=32, help="CPU decoding batches well")
+    parser.add_argument(
+        "--max-tokens", type=int, default=192, help="the gold JSON is at most ~110 tokens"
+    )
     parser.add_argument("--vllm-port", type=int, default=8199)
     parser.add_argument("--report", type=Path, default=Path("docs/finetune-demo.md"))
     return parser
@@ -81,8 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     manifest = read_manifest(adapter)
     with serve(args, adapter) as target:
         reports = [
-            run_eval(target, DEFAULT_MODEL_ID, data / "test.jsonl", work, args.concurrency),
-            run_eval(target, target.adapter_model, data / "test.jsonl", work, args.concurrency),
+            run_eval(target, DEFAULT_MODEL_ID, data / "test.jsonl", work, args),
+            run_eval(target, target.adapter_model, data / "test.jsonl", work, args),
         ]
     total = time.perf_counter() - started
     args.report.parent.mkdir(parents=True, exist_ok=True)
@@ -171,9 +174,11 @@ def _wait_ready(
 
 
 def run_eval(
-    target: Target, model: str, dataset: Path, work: Path, concurrency: int
+    target: Target, model: str, dataset: Path, work: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
-    options = EvalOptions(target=target.url, model=model, concurrency=concurrency)
+    options = EvalOptions(
+        target=target.url, model=model, concurrency=args.concurrency, max_tokens=args.max_tokens
+    )
     report, answers = evaluate(load_items(dataset), options)
     stem = model.replace("@", "_v")
     (work / f"eval-{stem}.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")

@@ -81,7 +81,7 @@ def run(ctx: BenchContext, args: argparse.Namespace) -> dict[str, Any]:
     count = 2 * ctx.options.repeats
     print(f"[bench] creating {count} rank-{args.rank} adapters in {ctx.adapter_dir}")
     adapters = make_adapters(
-        ctx.model_dir(), ctx.adapter_dir, count, args.rank, targets, seed=ctx.options.seed + 7
+        ctx.model_dir(), ctx.adapter_dir, count, args.rank, targets, ctx.options.seed, tag=ctx.tag
     )
     return _measure(ctx, args, _setup(ctx, args), adapters)
 

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -143,6 +144,7 @@ class BenchContext:
         self.environment = environment_block()
         self.targets: dict[str, Target] = {}
         self.ports: set[int] = set()
+        self.tag = time.strftime("%H%M%S")  # in adapter names: unique on long-lived engines
         self.notes: list[str] = []
         self._words: datasets.WordSource | None = None
         self._model_dir: Path | None = options.model_dir

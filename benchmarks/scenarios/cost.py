@@ -9,7 +9,8 @@
 Output-token and blended (3 input : 1 output) prices at 100% and 40% utilization, beside every
 API in the price table (benchmarks/prices.yaml, or --prices). The machine price comes from the
 table (--machine) unless --dollars-per-hour overrides it. Roles: `server` (default: engine +
-gateway started here) or `engine` (a vLLM to put the gateway in front of). The model's quality is stated beside the prices: cheaper is not equal.
+gateway started here) or `engine` (a vLLM to put the gateway in front of). The model's quality
+is stated beside the prices: cheaper is not equal.
 """
 
 from __future__ import annotations

@@ -110,7 +110,7 @@ def run(ctx: BenchContext, args: argparse.Namespace) -> dict[str, Any]:
     targets = tuple(args.targets.split(",")) if args.targets != "all-linear" else ("all-linear",)
     print(f"[bench] creating {ns[-1]} rank-{args.rank} adapters in {ctx.adapter_dir}")
     adapters = make_adapters(
-        ctx.model_dir(), ctx.adapter_dir, ns[-1], args.rank, targets, seed=ctx.options.seed
+        ctx.model_dir(), ctx.adapter_dir, ns[-1], args.rank, targets, ctx.options.seed, tag=ctx.tag
     )
     serve_url, off_url = _engines(ctx, args, ns, adapters)
     return _arms(ctx, args, ns, adapters, serve_url, off_url)

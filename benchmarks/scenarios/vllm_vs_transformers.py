@@ -5,8 +5,9 @@
         --target hf=http://127.0.0.1:8310 --target hf-batch=http://127.0.0.1:8311
 
 Roles: `vllm` (an OpenAI endpoint backed by vLLM; by default the benchmark starts an engine, or
-uses the `engine` given, and the gateway in front of it), `hf` (`benchmarks/hf_server.py`, one request at a time) and
-`hf-batch` (the same server with static batches). Two comparisons, each run back to back:
+uses the `engine` given, and the gateway in front of it), `hf` (`benchmarks/hf_server.py`, one
+request at a time) and `hf-batch` (the same server with static batches). Two comparisons, each
+run back to back:
 1. fixed-length outputs at high concurrency: vLLM vs `generate()` one request at a time;
 2. mixed output lengths: vLLM vs static batches (a batch runs until its longest request ends).
 """

@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import JSONResponse
@@ -22,7 +22,7 @@ from lorafleet.adapters.registration import register_adapter
 from lorafleet.adapters.registry import Adapter, AdapterNotFoundError, RegistryConflictError
 from lorafleet.adapters.sources import SourceError
 from lorafleet.adapters.validation import AdapterValidationError
-from lorafleet.server.deps import GatewayDep
+from lorafleet.server.deps import GatewayDep, require_admin
 from lorafleet.server.errors import (
     ConflictError,
     InvalidRequestError,
@@ -32,7 +32,7 @@ from lorafleet.server.errors import (
 )
 from lorafleet.server.lora import AdapterManager
 
-router = APIRouter(prefix="/v1/adapters", tags=["adapters"])
+router = APIRouter(prefix="/v1/adapters", tags=["adapters"], dependencies=[Depends(require_admin)])
 T = TypeVar("T")
 _FORBIDDEN_SOURCE_CODES = {"path_not_allowed", "source_disabled"}
 

@@ -7,7 +7,7 @@ import time
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from lorafleet.server.deps import Gateway, GatewayDep
+from lorafleet.server.deps import Gateway, GatewayDep, PrincipalDep
 from lorafleet.server.engine.base import Endpoint
 from lorafleet.server.errors import EngineUnavailableError
 from lorafleet.server.protocol import (
@@ -26,25 +26,27 @@ router = APIRouter(prefix="/v1", tags=["openai"], responses=_ERRORS)
 
 @router.post("/chat/completions")
 async def chat_completions(
-    body: ChatCompletionRequest, request: Request, gateway: GatewayDep
+    body: ChatCompletionRequest, request: Request, gateway: GatewayDep, who: PrincipalDep
 ) -> Response:
     started = time.perf_counter()
     _refuse_when_draining(gateway)
-    return await gateway.service.handle(Endpoint.CHAT, body, request.state.request_id, started)
+    return await gateway.service.handle(Endpoint.CHAT, body, request.state.request_id, started, who)
 
 
 @router.post("/completions")
-async def completions(body: CompletionRequest, request: Request, gateway: GatewayDep) -> Response:
+async def completions(
+    body: CompletionRequest, request: Request, gateway: GatewayDep, who: PrincipalDep
+) -> Response:
     started = time.perf_counter()
     _refuse_when_draining(gateway)
     return await gateway.service.handle(
-        Endpoint.COMPLETIONS, body, request.state.request_id, started
+        Endpoint.COMPLETIONS, body, request.state.request_id, started, who
     )
 
 
 @router.get("/models")
-async def list_models(gateway: GatewayDep) -> ModelList:
-    return ModelList(data=await gateway.service.resolver.list_models())
+async def list_models(gateway: GatewayDep, who: PrincipalDep) -> ModelList:
+    return ModelList(data=await gateway.service.resolver.list_models(who))
 
 
 def _refuse_when_draining(gateway: Gateway) -> None:
