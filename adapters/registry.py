@@ -72,6 +72,18 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (tenant, adapter)
         )""",
     ],
+    [  # metered usage per day, tenant, key and model (server/usage.py)
+        """CREATE TABLE usage (
+            day TEXT NOT NULL,
+            tenant TEXT NOT NULL,
+            key_id TEXT NOT NULL,
+            model TEXT NOT NULL,
+            requests BIGINT NOT NULL,
+            prompt_tokens BIGINT NOT NULL,
+            completion_tokens BIGINT NOT NULL,
+            PRIMARY KEY (day, tenant, key_id, model)
+        )""",
+    ],
 ]
 
 REGISTERED = "registered"

@@ -29,14 +29,17 @@ from lorafleet.server.engine.supervisor import EngineSupervisor, has_cuda_device
 from lorafleet.server.engine.vllm_http import VLLMHttpEngine, make_timeout
 from lorafleet.server.errors import install_error_handlers
 from lorafleet.server.keys import KeyStore
+from lorafleet.server.limits import RateLimiter
 from lorafleet.server.lora import AdapterManager
 from lorafleet.server.metrics import GatewayMetrics
 from lorafleet.server.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from lorafleet.server.routes import adapters as adapter_routes
 from lorafleet.server.routes import keys as key_routes
 from lorafleet.server.routes import openai, ops
+from lorafleet.server.routes import usage as usage_routes
 from lorafleet.server.serving import InferenceService, ModelResolver, RetryPolicy
 from lorafleet.server.settings import Settings
+from lorafleet.server.usage import UsageMeter
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +78,13 @@ def create_app(
         )
         resolver = ModelResolver(pools, adapters, created=int(time.time()))
         retry = RetryPolicy(settings.retry_attempts, settings.retry_max_wait_s)
-        service = InferenceService(resolver, metrics, retry)
+        meter = UsageMeter(registry)
+        limiter = RateLimiter()
+        limiter.load_spent(await asyncio.to_thread(meter.spent_by_key))
+        service = InferenceService(
+            resolver, metrics, retry, limiter=limiter, meter=meter,
+            max_in_flight=settings.max_in_flight_per_model,
+        )  # fmt: skip
         base_model_dir = supervisor.model_dir if supervisor else None
         keys = None
         if settings.admin_key is not None and settings.key_secret is not None:
@@ -101,6 +110,7 @@ def create_app(
                 for pool in pools.values()
             ]
             tasks.append(asyncio.create_task(_watch_registry(gateway)))
+            tasks.append(asyncio.create_task(meter.run(settings.usage_flush_interval_s)))
             if settings.engine_discovery:
                 tasks.append(asyncio.create_task(_discover(gateway, client)))
             stack.push_async_callback(_cancel, tasks)
@@ -118,6 +128,7 @@ def create_app(
     app.include_router(openai.router)
     app.include_router(adapter_routes.router)
     app.include_router(key_routes.router)
+    app.include_router(usage_routes.router)
     app.include_router(ops.router)
     # Outermost last: the request id is set before anything else runs.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -32,9 +32,11 @@ from lorafleet.server.errors import (
     RateLimitError,
 )
 from lorafleet.server.keys import ADMIN, Principal
+from lorafleet.server.limits import RateLimiter, Reservation
 from lorafleet.server.lora import AdapterManager
 from lorafleet.server.metrics import GatewayMetrics
 from lorafleet.server.protocol import ModelCard, _SamplingFields
+from lorafleet.server.usage import UsageMeter
 
 log = logging.getLogger(__name__)
 
@@ -116,13 +118,64 @@ class RetryPolicy:
     max_wait_s: float = 2.0
 
 
+@dataclass
+class Account:
+    """Who pays for one request: holds its rate-limit reservation, then settles it and meters
+    the engine's usage exactly once when the request ends (a failed request refunds it all)."""
+
+    who: Principal
+    label: str
+    limiter: RateLimiter | None
+    meter: UsageMeter | None
+    reservation: Reservation | None = None
+    closed: bool = False
+
+    def close(self, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.limiter is not None and self.reservation is not None:
+            self.limiter.settle(self.reservation, prompt_tokens + completion_tokens)
+        if self.meter is not None and (prompt_tokens or completion_tokens):
+            key_id = self.who.key.key_id if self.who.key else "-"
+            self.meter.record(self.who.tenant, key_id, self.label, prompt_tokens, completion_tokens)
+
+
 class InferenceService:
     def __init__(
-        self, resolver: ModelResolver, metrics: GatewayMetrics, retry: RetryPolicy | None = None
+        self,
+        resolver: ModelResolver,
+        metrics: GatewayMetrics,
+        retry: RetryPolicy | None = None,
+        *,
+        limiter: RateLimiter | None = None,
+        meter: UsageMeter | None = None,
+        max_in_flight: int | None = None,
     ) -> None:
         self.resolver = resolver
         self.metrics = metrics
         self.retry = retry or RetryPolicy()
+        self.limiter = limiter
+        self.meter = meter
+        self.max_in_flight = max_in_flight  # per base model: past it, 429 instead of a queue
+
+    def _open_account(
+        self, who: Principal, request: _SamplingFields, body: dict[str, Any], target: Target
+    ) -> Account:
+        pool = target.pool
+        if self.max_in_flight is not None and pool.in_flight >= self.max_in_flight:
+            raise RateLimitError(
+                f"{pool.base_model} is at capacity ({pool.in_flight} requests in flight)",
+                retry_after_s=1,
+                code="queue_full",
+            )
+        account = Account(who, target.label, self.limiter, self.meter)
+        if self.limiter is not None and who.key is not None:
+            completion = body.get("max_tokens") or body.get("max_completion_tokens")
+            prompt = len(orjson.dumps(body.get("messages") or body.get("prompt"))) // 3
+            worst = (completion or pool.max_model_len or 2048) * (body.get("n") or 1)
+            account.reservation = self.limiter.acquire(who.key, prompt + worst)
+        return account
 
     async def handle(
         self,
@@ -139,14 +192,31 @@ class InferenceService:
             raise
         body = request.declared_fields()
         body["model"] = target.engine_model
-        if request.stream:
-            body["stream_options"] = {**body.get("stream_options", {}), "include_usage": True}
-            return await self._stream(endpoint, body, target, request, request_id, started)
-        return await self._complete(endpoint, body, target, request_id, started)
+        try:
+            account = self._open_account(who, request, body, target)
+        except LorafleetError as exc:
+            self.metrics.requests.labels(target.label, str(exc.status)).inc()
+            raise
+        try:
+            if request.stream:
+                body["stream_options"] = {**body.get("stream_options", {}), "include_usage": True}
+                response = await self._stream(
+                    endpoint, body, target, request, request_id, started, account
+                )
+            else:
+                response = await self._complete(
+                    endpoint, body, target, request_id, started, account
+                )
+        except LorafleetError:
+            account.close()  # nothing was generated: refund the reservation
+            raise
+        if self.limiter is not None and who.key is not None:
+            response.headers.update(self.limiter.headers(who.key))
+        return response
 
     async def _complete(
         self, endpoint: Endpoint, body: dict[str, Any], target: Target, request_id: str,
-        started: float,
+        started: float, account: Account,
     ) -> Response:  # fmt: skip
         async def generate(replica: Replica) -> EngineResult:
             with target.pool.lease(replica), self._track(target, replica):
@@ -163,13 +233,13 @@ class InferenceService:
         finally:
             gauge.dec()
             self.metrics.requests.labels(target.label, status).inc()
-        self._record_usage(target.label, result.body.get("usage"))
+        self._record_usage(target.label, result.body.get("usage"), account)
         self.metrics.e2e_latency.labels(target.label).observe(time.perf_counter() - started)
         return Response(target.renamer()(result.raw), media_type="application/json")
 
     async def _stream(
         self, endpoint: Endpoint, body: dict[str, Any], target: Target,
-        request: _SamplingFields, request_id: str, started: float,
+        request: _SamplingFields, request_id: str, started: float, account: Account,
     ) -> Response:  # fmt: skip
         async def open_stream(replica: Replica) -> EngineStream:
             return await replica.engine.open_stream(endpoint, body, request_id)
@@ -180,7 +250,9 @@ class InferenceService:
         except LorafleetError as exc:
             self.metrics.requests.labels(target.label, str(exc.status)).inc()
             raise
-        relay = self._relay(stream, target, replica, request.wants_usage_in_stream, started)
+        relay = self._relay(
+            stream, target, replica, request.wants_usage_in_stream, started, account
+        )
         return StreamingResponse(relay, media_type="text/event-stream")
 
     async def _attempt(
@@ -232,7 +304,7 @@ class InferenceService:
 
     async def _relay(
         self, stream: EngineStream, target: Target, replica: Replica, wants_usage: bool,
-        started: float,
+        started: float, account: Account,
     ) -> AsyncIterator[bytes]:  # fmt: skip
         label = target.label
         rename = target.renamer()
@@ -249,7 +321,7 @@ class InferenceService:
                     if _USAGE in event:  # cheap byte test first: only usage chunks are parsed
                         chunk = _parse_event(event)
                         if chunk.get("usage") and not chunk.get("choices"):
-                            self._record_usage(label, chunk["usage"])
+                            self._record_usage(label, chunk["usage"], account)
                             if not wants_usage:
                                 continue
                     yield rename(event)
@@ -261,6 +333,7 @@ class InferenceService:
             yield _DONE
         finally:
             await stream.aclose()
+            account.close()  # no-op when usage arrived; a broken stream refunds
             gauge.dec()
             self.metrics.requests.labels(label, status).inc()
             self.metrics.e2e_latency.labels(label).observe(time.perf_counter() - started)
@@ -275,13 +348,12 @@ class InferenceService:
             pool.mark_failed(replica)
             raise
 
-    def _record_usage(self, label: str, usage: Any) -> None:
+    def _record_usage(self, label: str, usage: Any, account: Account) -> None:
         if isinstance(usage, dict):
-            self.metrics.record_usage(
-                label,
-                int(usage.get("prompt_tokens") or 0),
-                int(usage.get("completion_tokens") or 0),
-            )
+            prompt = int(usage.get("prompt_tokens") or 0)
+            completion = int(usage.get("completion_tokens") or 0)
+            self.metrics.record_usage(label, prompt, completion)
+            account.close(prompt, completion)
 
 
 def _same(data: bytes) -> bytes:

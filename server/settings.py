@@ -125,6 +125,9 @@ class Settings(BaseSettings):
 
     # --- Limits ------------------------------------------------------------------------------
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    # Requests in flight per base model before new ones get 429 (a bounded queue).
+    max_in_flight_per_model: int = Field(512, ge=1)
+    usage_flush_interval_s: float = Field(5.0, gt=0)
     drain_timeout_s: float = Field(30.0, ge=0)
 
     @field_validator("adapter_roots", mode="before")

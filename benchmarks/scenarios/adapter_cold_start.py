@@ -7,7 +7,8 @@ Per repeat, with fresh adapters each time (rank --rank, local disk):
 1. base-model TTFT (reference) and one adapter's first-request TTFT, then its warm TTFT;
    via the engine the load call's time is added to the first request (a client would wait for
    both); via the gateway the first request itself triggers the load.
-2. a herd: --herd clients hit a second fresh adapter at the same moment, then again warm.
+2. a herd: --herd clients hit a second fresh adapter at the same moment, then again warm;
+3. the engine's own /v1/load_lora_adapter call for a third fresh adapter, timed alone.
 Extra cold TTFT = first-request TTFT (+ load call) - warm TTFT of the same adapter.
 
 Roles: `lora-engine` (vLLM with --enable-lora), `gateway` (lorafleet in front of it).
@@ -38,6 +39,7 @@ from lorafleet.benchmarks.stats import spread
 
 NAME = "adapter-cold-start"
 HELP = "first-request TTFT of an adapter not yet loaded vs warm; a herd on one cold adapter"
+DEFAULTS = {"repeats": 5}  # one cold sample per repeat: more repeats than the throughput arms"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,15 +80,17 @@ class Loader:
 
 def run(ctx: BenchContext, args: argparse.Namespace) -> dict[str, Any]:
     targets = ("all-linear",) if args.targets == "all-linear" else tuple(args.targets.split(","))
-    count = 2 * ctx.options.repeats
+    count = 3 * ctx.options.repeats
     print(f"[bench] creating {count} rank-{args.rank} adapters in {ctx.adapter_dir}")
     adapters = make_adapters(
         ctx.model_dir(), ctx.adapter_dir, count, args.rank, targets, ctx.options.seed, tag=ctx.tag
     )
-    return _measure(ctx, args, _setup(ctx, args), adapters)
+    url, engine_url = _setup(ctx, args)
+    return _measure(ctx, args, url, engine_url, adapters)
 
 
-def _setup(ctx: BenchContext, args: argparse.Namespace) -> str:
+def _setup(ctx: BenchContext, args: argparse.Namespace) -> tuple[str, str]:
+    """(URL the requests go to, URL of the vLLM engine)."""
     engine_url = ctx.given("lora-engine")
     if not engine_url:
         options = replace(
@@ -96,8 +100,8 @@ def _setup(ctx: BenchContext, args: argparse.Namespace) -> str:
         ctx.stack.wait_ready([engine])
         engine_url = engine.url
     if args.via == "engine":
-        return engine_url
-    return ctx.given("gateway") or ctx.start_gateway([engine_url]).url
+        return engine_url, engine_url
+    return ctx.given("gateway") or ctx.start_gateway([engine_url]).url, engine_url
 
 
 def _ttfts(result: LoadResult) -> list[float]:
@@ -116,9 +120,14 @@ def _load(
 
 
 def _measure(
-    ctx: BenchContext, args: argparse.Namespace, url: str, adapters: list[tuple[str, Path]]
+    ctx: BenchContext,
+    args: argparse.Namespace,
+    url: str,
+    engine_url: str,
+    adapters: list[tuple[str, Path]],
 ) -> dict[str, Any]:
     loader = Loader(args.via, url, ctx.options.served_model_name)
+    engine = Loader("engine", engine_url, ctx.options.served_model_name)
     base = ctx.options.served_model_name
     single = Workload(
         num_requests=1, input_len=args.input_len, output_len=args.output_len, concurrency=1
@@ -129,7 +138,9 @@ def _measure(
     rows: list[dict[str, Any]] = []
     for repeat in range(ctx.options.repeats):
         seed = ctx.options.seed + 1000 * (repeat + 1)
-        (one, one_path), (many, many_path) = adapters[2 * repeat], adapters[2 * repeat + 1]
+        (one, one_path), (many, many_path), (probe, probe_path) = adapters[
+            3 * repeat : 3 * repeat + 3
+        ]
         base_ttft = percentile(_load(ctx, url, base, warm, seed, "base"), 50)
         ready_s = loader.make_ready(one, one_path)
         cold = _load(ctx, url, one, single, seed + 1, f"cold {one}")[0]
@@ -137,6 +148,8 @@ def _measure(
         ready_many_s = loader.make_ready(many, many_path)
         herd_cold = _load(ctx, url, many, herd, seed + 3, f"herd cold {many}")
         herd_warm = _load(ctx, url, many, herd, seed + 4, f"herd warm {many}")
+        engine_load_s = engine.make_ready(probe, probe_path)  # the engine's load, timed alone
+        engine.remove(probe)
         first = cold + (ready_s * 1000.0 if args.via == "engine" else 0.0)
         herd_first = [
             t + (ready_many_s * 1000.0 if args.via == "engine" else 0.0) for t in herd_cold
@@ -146,6 +159,7 @@ def _measure(
             "adapter": one,
             "base warm TTFT p50": base_ttft,
             "make-ready call": ready_s * 1000.0,
+            "engine load_lora_adapter call": engine_load_s * 1000.0,
             "cold first-request TTFT": first,
             "adapter warm TTFT p50": warm_ttft,
             "cold extra TTFT": first - warm_ttft,
@@ -185,6 +199,12 @@ def _measure(
     herd_key = f"herd of {args.herd}: cold TTFT max"
     headline = [
         headline_row("cold adapter extra TTFT (first request vs warm)", comparison, "ms", workload),
+        headline_row(
+            f"engine load_lora_adapter call alone (rank {args.rank}, local disk)",
+            summary["engine load_lora_adapter call"]["median"],
+            "ms",
+            workload,
+        ),
         headline_row(
             f"{args.herd} clients on one cold adapter: slowest TTFT",
             summary[herd_key]["median"],

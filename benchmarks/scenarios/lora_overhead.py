@@ -140,7 +140,11 @@ def _engines(
         if given_lora:
             load_into_engine(lora_url, adapters)
         return lora_url, off_url
-    serve_url = ctx.given("gateway") or ctx.start_gateway([lora_url]).url
+    serve_url = ctx.given("gateway")
+    if not serve_url:
+        serve_url = ctx.start_gateway([lora_url]).url
+        if off_url:  # the LoRA-off arm goes through a gateway too, so only LoRA differs
+            off_url = ctx.start_gateway([off_url], name="gateway-lora-off").url
     register_via_gateway(serve_url, adapters, ctx.options.served_model_name)
     return serve_url, off_url
 

@@ -127,7 +127,7 @@ def test_state_survives_a_restart(database_url: str) -> None:
     add(first, "b", 3)
     first.close()
     second = AdapterRegistry(database_url)
-    assert second.migrate() == 2  # already applied: nothing happens
+    assert second.migrate() == 3  # already applied: nothing happens
     snapshot = second.snapshot()
     assert snapshot.adapters["a"].current_version == 1
     assert [v.version for v in snapshot.adapters["a"].versions] == [1, 2]
