@@ -62,6 +62,7 @@ def add_parser(subparsers: Any) -> None:
     ev.add_argument("--dataset", type=Path, required=True, help="JSONL with gold JSON answers")
     ev.add_argument("--concurrency", type=int, default=4, help="requests in flight")
     ev.add_argument("--max-tokens", type=int, default=256)
+    ev.add_argument("--timeout", type=float, default=900.0, help="seconds per request")
     ev.add_argument("--limit", type=int, help="first N examples only")
     ev.add_argument("--api-key", help="default: $LORAFLEET_API_KEY or $OPENAI_API_KEY")
     ev.add_argument("--output", type=Path, help="write the JSON report here")
@@ -151,7 +152,7 @@ def eval_main(args: argparse.Namespace) -> int:
         return 1
     options = EvalOptions(
         target=args.target, model=args.model, concurrency=args.concurrency,
-        max_tokens=args.max_tokens, api_key=args.api_key,
+        max_tokens=args.max_tokens, api_key=args.api_key, timeout_s=args.timeout,
     )  # fmt: skip
     report, answers = evaluate(items, options)
     report["dataset"] = str(args.dataset)
