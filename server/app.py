@@ -32,7 +32,11 @@ from lorafleet.server.keys import KeyStore
 from lorafleet.server.limits import RateLimiter
 from lorafleet.server.lora import AdapterManager
 from lorafleet.server.metrics import GatewayMetrics
-from lorafleet.server.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from lorafleet.server.middleware import (
+    BodyLimitMiddleware,
+    HeaderLimitMiddleware,
+    RequestIdMiddleware,
+)
 from lorafleet.server.routes import adapters as adapter_routes
 from lorafleet.server.routes import keys as key_routes
 from lorafleet.server.routes import openai, ops
@@ -132,6 +136,7 @@ def create_app(
     app.include_router(ops.router)
     # Outermost last: the request id is set before anything else runs.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(HeaderLimitMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app
 

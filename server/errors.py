@@ -9,6 +9,7 @@
      │    └── ModelNotFoundError        404 code=model_not_found
      ├── ConflictError                  409
      ├── PayloadTooLargeError           413
+     ├── HeadersTooLargeError           431
      ├── UnprocessableEntityError       422
      ├── RateLimitError                 429 (+ Retry-After)
      ├── EngineError                    502 upstream answered with nonsense
@@ -115,6 +116,12 @@ class PayloadTooLargeError(LorafleetError):
     status = 413
     type = "invalid_request_error"
     default_code = "request_too_large"
+
+
+class HeadersTooLargeError(LorafleetError):
+    status = 431
+    type = "invalid_request_error"
+    default_code = "headers_too_large"
 
 
 class UnprocessableEntityError(LorafleetError):

@@ -2,6 +2,7 @@
 
 - `RequestIdMiddleware`: every response carries `x-request-id` (the client's, if it sent a sane
   one, else a new one), also stored in `scope["state"]["request_id"]` for the handlers.
+- `HeaderLimitMiddleware`: too many or too large headers get 431.
 - `BodyLimitMiddleware`: bodies past `max_bytes` get 413 before they are read into memory,
   whether the client declared a Content-Length or streamed a chunked body.
 """
@@ -13,7 +14,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lorafleet.server.errors import PayloadTooLargeError, error_response
+from lorafleet.server.errors import HeadersTooLargeError, PayloadTooLargeError, error_response
 
 _SANE_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -44,6 +45,29 @@ class RequestIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+class HeaderLimitMiddleware:
+    """431 for requests whose headers are too many or too large (uvicorn's httptools parser
+    accepts megabytes of headers; nothing downstream should carry them)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int = 64 * 1024, max_count: int = 256) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.max_count = max_count
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = scope["headers"]
+            size = sum(len(name) + len(value) for name, value in headers)
+            if len(headers) > self.max_count or size > self.max_bytes:
+                response = error_response(
+                    HeadersTooLargeError("Request headers are too large or too many.")
+                )
+                response.headers["connection"] = "close"
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class BodyLimitMiddleware:

@@ -32,7 +32,7 @@ from lorafleet.benchmarks.scenarios.base import (
 )
 
 NAME = "cost"
-HELP = "$ per 1M output and blended tokens at 100%/40% utilization vs API prices"
+HELP = "$ per 1M output and blended tokens at 100%%/40%% utilization vs API prices"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -147,10 +147,10 @@ def _headline(report: dict[str, Any], workload: str) -> list[dict[str, Any]]:
     for comp in report["comparisons"]:
         api = next(p for p in report["api"] if p["id"] == comp["api"])
         at = f"{comp['utilization']:.0%} utilization"
-        listed = f"${api['output_per_1m']}/1M out, as of {api['as_of']}"
         rows.append(
             headline_row(
-                f"{comp['api']} list price ({listed}) / self-hosted, output, {at}",
+                f"{comp['api']} output price (${api['output_per_1m']}/1M, {api['as_of']}) "
+                f"/ self-hosted output price ({at})",
                 comp["output_times_cheaper"],
                 "x",
                 caveat,
@@ -158,7 +158,8 @@ def _headline(report: dict[str, Any], workload: str) -> list[dict[str, Any]]:
         )
         rows.append(
             headline_row(
-                f"{comp['api']} blended 3:1 (${api['blended_per_1m']:.3g}/1M) / self-hosted, {at}",
+                f"{comp['api']} blended 3:1 price (${api['blended_per_1m']:.3g}/1M) "
+                f"/ self-hosted blended price ({at})",
                 comp["blended_times_cheaper"],
                 "x",
                 caveat,

@@ -32,6 +32,15 @@ def test_every_scenario_is_registered() -> None:
         assert args.bench_scenario == name and callable(args.func)
 
 
+@pytest.mark.parametrize("name", [*SCENARIO_NAMES, "load", "readme"])
+def test_help_renders(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse(name, "--help")
+    assert "usage:" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        parse("--help")
+
+
 def test_defaults_per_scenario() -> None:
     assert parse("gateway-overhead").repeats == 3
     assert parse("sweep").repeats == 1
