@@ -93,7 +93,7 @@ def create_app(
         keys = None
         if settings.admin_key is not None and settings.key_secret is not None:
             keys = KeyStore(registry, settings.key_secret.get_secret_value())
-            keys.snapshot = await asyncio.to_thread(keys.load)
+            await keys.refresh()
         gateway = Gateway(
             settings, pools, metrics, service, adapters, base_model_dir, app.state.lifecycle, keys
         )
@@ -184,7 +184,7 @@ async def _watch_registry(gateway: Gateway) -> None:
         changed = await gateway.adapters.refresh()
         if changed and gateway.keys is not None:
             try:
-                gateway.keys.snapshot = await asyncio.to_thread(gateway.keys.load)
+                await gateway.keys.refresh()
             except Exception as exc:  # database briefly away: keep authenticating from cache
                 log.warning("key refresh failed, using cached keys: %s", exc)
         if changed or time.monotonic() - last >= settings.reconcile_interval_s:

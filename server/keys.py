@@ -10,6 +10,7 @@ admin routes need the admin key.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -68,6 +69,7 @@ ADMIN = Principal(tenant="admin", admin=True)
 class KeySnapshot:
     keys: dict[str, ApiKey] = field(default_factory=dict)
     grants: dict[str, frozenset[str]] = field(default_factory=dict)
+    generation: int = -1  # the registry generation it was read at
 
 
 class KeyStore:
@@ -120,15 +122,24 @@ class KeyStore:
             self._registry.bump(conn)
         return bool(result.rowcount)
 
+    async def refresh(self) -> None:
+        """Reload the keys; a slower, older read never replaces a newer one."""
+        snapshot = await asyncio.to_thread(self.load)
+        if snapshot.generation >= self.snapshot.generation:
+            self.snapshot = snapshot
+
     def load(self) -> KeySnapshot:
-        with self._registry.engine.connect() as conn:
+        with self._registry.engine.begin() as conn:
+            generation = conn.execute(
+                sa.text("SELECT generation FROM registry_state WHERE id = 1")
+            ).scalar_one()
             rows = conn.execute(sa.text("SELECT * FROM api_keys")).mappings().all()
             grant_rows = conn.execute(sa.text("SELECT tenant, adapter FROM tenant_grants")).all()
         grants: dict[str, set[str]] = {}
         for tenant, adapter in grant_rows:
             grants.setdefault(tenant, set()).add(adapter)
         keys = {row["key_id"]: ApiKey(**dict(row)) for row in rows}
-        return KeySnapshot(keys, {t: frozenset(a) for t, a in grants.items()})
+        return KeySnapshot(keys, {t: frozenset(a) for t, a in grants.items()}, int(generation))
 
     def authenticate(self, key: str) -> Principal | None:
         """The tenant behind `key`, or None for an unknown, malformed or revoked key."""

@@ -115,10 +115,13 @@ class AdapterManager:
                 self.snapshot.generation
             ):
                 return False
-            self.snapshot = await asyncio.to_thread(self.registry.snapshot)
+            snapshot = await asyncio.to_thread(self.registry.snapshot)
         except Exception as exc:  # the database is briefly unreachable: serve from the cache
             log.warning("registry refresh failed, serving from cache: %s", exc)
             return False
+        if snapshot.generation < self.snapshot.generation:
+            return False  # a slower, older read lost the race to a newer one
+        self.snapshot = snapshot
         return True
 
     def lookup(self, model: str) -> AdapterVersion | None:

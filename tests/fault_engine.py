@@ -63,8 +63,8 @@ def make_app(faults: Faults) -> Starlette:
         usage = {"prompt_tokens": 3, "completion_tokens": faults.tokens, "total_tokens": 11}
         message = {"role": "assistant", "content": "x" * faults.tokens}
         choice = {"index": 0, "message": message, "finish_reason": "length"}
-        return JSONResponse({"id": "c", "object": "chat.completion", "created": 1,
-                             "model": body["model"], "choices": [choice], "usage": usage})  # fmt: skip
+        answer = {"id": "c", "object": "chat.completion", "created": 1, "model": body["model"]}
+        return JSONResponse({**answer, "choices": [choice], "usage": usage})
 
     async def events(body: dict[str, object]) -> AsyncIterator[bytes]:
         faults.active_streams += 1
@@ -75,9 +75,9 @@ def make_app(faults: Faults) -> Starlette:
                     raise ConnectionAbortedError("engine died")  # uvicorn drops the connection
                 if faults.stall_after_events is not None and i >= faults.stall_after_events:
                     await asyncio.sleep(3600)
-                chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1,
-                         "model": body["model"],
-                         "choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": None}]}  # fmt: skip
+                delta = {"index": 0, "delta": {"content": "x"}, "finish_reason": None}
+                chunk = {"id": "c", "object": "chat.completion.chunk", "model": body["model"]}
+                chunk["choices"] = [delta]
                 yield b"data: " + orjson.dumps(chunk) + b"\n\n"
                 await asyncio.sleep(faults.token_gap_s)
             usage = {"prompt_tokens": 3, "completion_tokens": faults.tokens, "total_tokens": 11}

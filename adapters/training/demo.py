@@ -60,7 +60,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workdir", type=Path, default=Path("runs/demo-finetune"))
     parser.add_argument("--standalone", action="store_true", help="bare vLLM, no gateway")
     parser.add_argument("--train-examples", type=int, default=1200)
-    parser.add_argument("--test-examples", type=int, default=100)
+    parser.add_argument("--test-examples", type=int, default=80)
     parser.add_argument("--max-minutes", type=float, default=30.0, help="training time budget")
     parser.add_argument("--skip-train", action="store_true", help="reuse the adapter in workdir")
     parser.add_argument("--concurrency", type=int, default=32, help="CPU decoding batches well")

@@ -30,7 +30,7 @@ async def create_key(body: CreateKey, gateway: GatewayDep) -> JSONResponse:
     key, record = await asyncio.to_thread(
         keys.create, body.tenant, body.adapters, body.rpm, body.tpm, body.budget_tokens
     )
-    keys.snapshot = await asyncio.to_thread(keys.load)
+    await keys.refresh()
     grants = keys.snapshot.grants.get(body.tenant, frozenset())
     return JSONResponse({"key": key, **record.to_json(grants)}, status_code=201)
 
@@ -45,7 +45,7 @@ async def revoke_key(key_id: str, gateway: GatewayDep) -> dict[str, Any]:
     keys = _keys(gateway)
     if not await asyncio.to_thread(keys.revoke, key_id):
         raise NotFoundError(f"no active key {key_id!r}", code="key_not_found")
-    keys.snapshot = await asyncio.to_thread(keys.load)
+    await keys.refresh()
     return {"key_id": key_id, "revoked": True}
 
 
