@@ -20,6 +20,9 @@ args=(--gateway "$gateway" --workdir "${DEMO_WORKDIR:-runs/demo-finetune}"
 if [ "${DEMO_STANDALONE:-0}" = 1 ]; then
   args+=(--standalone)
 fi
+if [ -n "${DEMO_THREADS:-}" ]; then
+  args+=(--threads "$DEMO_THREADS")   # 1 beats 2 when other processes keep the cores busy
+fi
 if [ "${DEMO_SKIP_TRAIN:-0}" = 1 ]; then
   args+=(--skip-train)
 fi

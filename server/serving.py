@@ -25,6 +25,7 @@ from lorafleet.adapters.registry import AdapterVersion
 from lorafleet.server.engine.base import Endpoint, EngineResult, EngineStream
 from lorafleet.server.engine.pool import EnginePool, Replica
 from lorafleet.server.errors import (
+    ContextLengthExceededError,
     EngineUnavailableError,
     EngineUnreachableError,
     LorafleetError,
@@ -159,6 +160,35 @@ class InferenceService:
         self.meter = meter
         self.max_in_flight = max_in_flight  # per base model: past it, 429 instead of a queue
 
+    async def _check_context(
+        self, endpoint: Endpoint, body: dict[str, Any], target: Target
+    ) -> None:
+        """OpenAI answers 400 when prompt + max_tokens exceed the context window; vLLM quietly
+        shortens max_tokens instead. Only requests that may be over the limit (a lower bound of
+        one token per 16 bytes of prompt) pay for an exact count from the engine."""
+        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
+        limit = target.pool.max_model_len
+        if not max_tokens or not limit:
+            return
+        prompt = body.get("messages") if endpoint is Endpoint.CHAT else body.get("prompt")
+        if max_tokens + len(orjson.dumps(prompt)) // 16 <= limit:
+            return
+        replica = target.pool.pick()
+        try:
+            counted = await replica.engine.count_tokens(endpoint, body)
+        except LorafleetError as exc:
+            if exc.status == 400:
+                raise
+            return  # cannot count: let the engine decide
+        if counted + max_tokens > limit:
+            raise ContextLengthExceededError(
+                f"This model's maximum context length is {limit} tokens. However, you "
+                f"requested {counted + max_tokens} tokens ({counted} in the messages, "
+                f"{max_tokens} in the completion). Please reduce the length of the messages "
+                "or completion.",
+                param="messages",
+            )
+
     def _open_account(
         self, who: Principal, request: _SamplingFields, body: dict[str, Any], target: Target
     ) -> Account:
@@ -193,6 +223,7 @@ class InferenceService:
         body = request.declared_fields()
         body["model"] = target.engine_model
         try:
+            await self._check_context(endpoint, body, target)
             account = self._open_account(who, request, body, target)
         except LorafleetError as exc:
             self.metrics.requests.labels(target.label, str(exc.status)).inc()

@@ -62,6 +62,10 @@ class FakeVLLM:
                 return _error(400, "cannot load adapter", None)
             self.models.add(payload["lora_name"])
             return httpx.Response(200, text="ok")
+        if path == "/tokenize":
+            payload = json.loads(request.content)
+            text = json.dumps(payload.get("messages") or payload.get("prompt"))
+            return httpx.Response(200, json={"count": len(text.split()), "max_model_len": 2048})
         if path == "/v1/unload_lora_adapter":
             self.models.discard(json.loads(request.content)["lora_name"])
             return httpx.Response(200, text="ok")

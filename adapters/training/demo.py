@@ -62,6 +62,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-examples", type=int, default=1200)
     parser.add_argument("--test-examples", type=int, default=80)
     parser.add_argument("--max-minutes", type=float, default=30.0, help="training time budget")
+    parser.add_argument("--threads", type=int, help="torch threads (1 is faster on a busy CPU)")
     parser.add_argument("--skip-train", action="store_true", help="reuse the adapter in workdir")
     parser.add_argument("--concurrency", type=int, default=32, help="CPU decoding batches well")
     parser.add_argument(
@@ -80,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     synthetic.main(["--out", str(data), "--train", str(args.train_examples), "--test",
                     str(args.test_examples), "--valid", "32"])  # fmt: skip
     if not args.skip_train:
-        train(data, adapter, args.max_minutes)
+        train(data, adapter, args.max_minutes, args.threads)
     manifest = read_manifest(adapter)
     with serve(args, adapter) as target:
         reports = [
@@ -95,12 +96,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def train(data: Path, adapter: Path, max_minutes: float) -> None:
+def train(data: Path, adapter: Path, max_minutes: float, threads: int | None) -> None:
     command = [
         sys.executable, "-m", "lorafleet.adapters.training.cli", "train", "--config", str(CONFIG),
         "--dataset", str(data / "train.jsonl"), "--eval-dataset", str(data / "valid.jsonl"),
         "--output", str(adapter), "--overwrite", "--max-minutes", str(max_minutes),
     ]  # fmt: skip
+    if threads:
+        command += ["--threads", str(threads)]
     print("+", " ".join(command), flush=True)
     subprocess.run(command, check=True)
 

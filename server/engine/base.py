@@ -59,6 +59,10 @@ class EngineClient(ABC):
         an engine-side refusal still becomes an ordinary HTTP error for the client."""
 
     @abstractmethod
+    async def count_tokens(self, endpoint: Endpoint, body: dict[str, Any]) -> int:
+        """Prompt tokens the request would use (chat template applied), for the context check."""
+
+    @abstractmethod
     async def list_models(self) -> list[dict[str, Any]]: ...
 
     @abstractmethod

@@ -72,6 +72,20 @@ class VLLMHttpEngine(EngineClient):
             raise _engine_error(response, content, body.get("model"))
         return _SSEStream(response)
 
+    async def count_tokens(self, endpoint: Endpoint, body: dict[str, Any]) -> int:
+        if endpoint is Endpoint.CHAT:
+            payload = {"model": body["model"], "messages": body["messages"],
+                       "add_generation_prompt": True}  # fmt: skip
+            if body.get("tools"):
+                payload["tools"] = body["tools"]
+        else:
+            payload = {"model": body["model"], "prompt": body["prompt"]}
+        async with self._translate_transport_errors():
+            response = await self._client.post(self.url + "/tokenize", json=payload)
+        if response.status_code != 200:
+            raise _engine_error(response, response.content, body.get("model"))
+        return int(orjson.loads(response.content)["count"])
+
     async def list_models(self) -> list[dict[str, Any]]:
         async with self._translate_transport_errors():
             response = await self._client.get(self.url + "/v1/models")

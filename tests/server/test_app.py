@@ -282,3 +282,17 @@ def test_response_format_schema_reaches_the_engine_under_its_name(
     response_format = {"type": "json_schema", "json_schema": {"name": "c", "schema": schema}}
     assert client.post("/v1/chat/completions", json={**CHAT, "response_format": response_format})
     assert engine.requests[-1]["response_format"]["json_schema"]["schema"] == schema
+
+
+def test_prompt_plus_max_tokens_past_the_window_is_400(
+    client: TestClient, engine: FakeVLLM
+) -> None:
+    long = {"role": "user", "content": "word " * 1500}
+    response = client.post(
+        "/v1/chat/completions", json={**CHAT, "messages": [long], "max_tokens": 1000}
+    )
+    error = assert_openai_error(response, 400, "context_length_exceeded")
+    assert "maximum context length is 2048" in error["message"]
+    assert not engine.requests
+    fits = client.post("/v1/chat/completions", json={**CHAT, "messages": [long], "max_tokens": 100})
+    assert fits.status_code == 200
