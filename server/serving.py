@@ -164,14 +164,14 @@ class InferenceService:
         self, endpoint: Endpoint, body: dict[str, Any], target: Target
     ) -> None:
         """OpenAI answers 400 when prompt + max_tokens exceed the context window; vLLM quietly
-        shortens max_tokens instead. Only requests that may be over the limit (a lower bound of
-        one token per 16 bytes of prompt) pay for an exact count from the engine."""
+        shortens max_tokens instead. Only requests that may be near the limit (estimating a
+        generous one token per 2 bytes of prompt) pay for an exact count from the engine."""
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
         limit = target.pool.max_model_len
         if not max_tokens or not limit:
             return
         prompt = body.get("messages") if endpoint is Endpoint.CHAT else body.get("prompt")
-        if max_tokens + len(orjson.dumps(prompt)) // 16 <= limit:
+        if max_tokens + len(orjson.dumps(prompt)) // 2 <= limit:
             return
         replica = target.pool.pick()
         try:

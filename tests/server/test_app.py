@@ -197,7 +197,7 @@ def test_engine_only_routes_are_not_exposed(client: TestClient) -> None:
 def test_engine_context_error_is_translated(client: TestClient) -> None:
     response = client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 4000})
     error = assert_openai_error(response, 400, "context_length_exceeded")
-    assert "max_model_len" in error["message"]
+    assert "maximum context length is 2048" in error["message"]
 
 
 @pytest.mark.parametrize(("status", "expected"), [(400, 400), (500, 502), (503, 503)])
