@@ -8,7 +8,14 @@ as `model="unknown"`), `status` is an HTTP status code.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
 # Buckets in seconds; TTFT on a CPU engine ranges from ~20 ms to many seconds under load.
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
@@ -18,6 +25,7 @@ UNKNOWN_MODEL = "unknown"
 class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, cpu seconds
         self.requests = Counter(
             "lorafleet:requests",
             "Inference requests answered, by model and HTTP status.",

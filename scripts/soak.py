@@ -1,0 +1,120 @@
+"""Soak test: many concurrent streams against a gateway for a while; report anything wrong.
+
+    python scripts/soak.py --url http://127.0.0.1:8000 --concurrency 64 --minutes 10 \
+        --models smollm2-135m-instruct,support
+
+Loopback targets only; every loop is bounded by the duration and stops by itself. Each stream
+is checked: one response id throughout, the `model` asked for (an adapter may answer as
+`name@version`), a finish reason, a usage chunk, and `[DONE]` at the end. Reports lost (errors),
+truncated and mixed-up responses, and the gateway's resident memory at start and end (from its
+own /metrics). Exit status 1 when anything was wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import sys
+import time
+from collections import Counter
+from urllib.parse import urlparse
+
+import httpx
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+async def one_stream(client: httpx.AsyncClient, url: str, model: str, n: int) -> str:
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": f"Count from {n} to {n + 5}."}],
+        "max_tokens": 24,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    ids, models, finish, usage, done = set(), set(), None, None, False
+    try:
+        async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
+            if response.status_code != 200:
+                return f"lost:http-{response.status_code}"
+            async for line in response.aiter_lines():
+                if not line.startswith("data: "):
+                    continue
+                if line == "data: [DONE]":
+                    done = True
+                    continue
+                chunk = json.loads(line[6:])
+                if "error" in chunk:
+                    return "lost:error-event"
+                ids.add(chunk.get("id"))
+                models.add(chunk.get("model"))
+                for choice in chunk.get("choices", []):
+                    finish = choice.get("finish_reason") or finish
+                usage = chunk.get("usage") or usage
+    except httpx.HTTPError as exc:
+        return f"lost:{type(exc).__name__}"
+    if len(ids) != 1 or any(m != model and not str(m).startswith(model + "@") for m in models):
+        return "mixed"
+    if not done or finish is None or usage is None:
+        return "truncated"
+    return "ok"
+
+
+async def rss(client: httpx.AsyncClient, url: str) -> float | None:
+    try:
+        text = (await client.get(f"{url}/metrics")).text
+    except httpx.HTTPError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("process_resident_memory_bytes "):
+            return float(line.split()[1]) / 2**20
+    return None
+
+
+async def soak(url: str, models: list[str], concurrency: int, seconds: float) -> Counter[str]:
+    outcomes: Counter[str] = Counter()
+    counter = itertools.count()
+    deadline = time.monotonic() + seconds
+    limits = httpx.Limits(max_connections=concurrency + 4)
+    async with httpx.AsyncClient(timeout=300, limits=limits) as client:
+        start_rss = await rss(client, url)
+
+        async def worker() -> None:
+            while time.monotonic() < deadline:
+                n = next(counter)
+                outcomes[await one_stream(client, url, models[n % len(models)], n)] += 1
+
+        async def progress() -> None:
+            while time.monotonic() < deadline:
+                await asyncio.sleep(10)
+                print(f"  {sum(outcomes.values())} streams: {dict(outcomes)}", file=sys.stderr)
+
+        reporter = asyncio.create_task(progress())
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        reporter.cancel()
+        end_rss = await rss(client, url)
+    print(json.dumps({"streams": sum(outcomes.values()), "outcomes": dict(outcomes),
+                      "gateway_rss_mib": {"start": start_rss, "end": end_rss}}))  # fmt: skip
+    return outcomes
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--models", default="smollm2-135m-instruct")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--minutes", type=float, default=10.0)
+    args = parser.parse_args()
+    if urlparse(args.url).hostname not in LOOPBACK:
+        parser.error("soak targets loopback addresses only")
+    outcomes = asyncio.run(
+        soak(args.url.rstrip("/"), args.models.split(","), args.concurrency, args.minutes * 60)
+    )
+    return 0 if set(outcomes) <= {"ok"} else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
