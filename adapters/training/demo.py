@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--test-examples", type=int, default=80)
     parser.add_argument("--max-minutes", type=float, default=30.0, help="training time budget")
     parser.add_argument("--threads", type=int, help="torch threads (1 is faster on a busy CPU)")
+    parser.add_argument(
+        "--render-only", action="store_true", help="rewrite the report from saved eval-*.json"
+    )
     parser.add_argument("--skip-train", action="store_true", help="reuse the adapter in workdir")
     parser.add_argument("--concurrency", type=int, default=32, help="CPU decoding batches well")
     parser.add_argument(
@@ -77,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     work = args.workdir.resolve()
     data, adapter = work / "data", work / "adapters" / ADAPTER_NAME
+    if args.render_only:
+        return render_saved(work, adapter, args)
     started = time.perf_counter()
     synthetic.main(["--out", str(data), "--train", str(args.train_examples), "--test",
                     str(args.test_examples), "--valid", "32"])  # fmt: skip
@@ -89,11 +94,42 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_eval(target, target.adapter_model, data / "test.jsonl", work, args),
         ]
     total = time.perf_counter() - started
+    run = {"target": asdict(target), "total_s": total, "reports": reports}
+    (work / "demo-run.json").write_text(json.dumps(run, indent=2, ensure_ascii=False) + "\n")
+    return write_report(manifest, reports, target, total, args)
+
+
+def write_report(
+    manifest: TrainingManifest,
+    reports: list[dict[str, Any]],
+    target: Target,
+    total_s: float | None,
+    args: argparse.Namespace,
+) -> int:
     args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(render_report(manifest, reports, target, total, args))
+    args.report.write_text(render_report(manifest, reports, target, total_s, args))
     print(render_markdown(reports))
     print(f"report: {args.report}")
     return 0
+
+
+def render_saved(work: Path, adapter: Path, args: argparse.Namespace) -> int:
+    """The report again from what a finished run saved (demo-run.json, else eval-*.json)."""
+    manifest = read_manifest(adapter)
+    saved = work / "demo-run.json"
+    if saved.is_file():
+        run = json.loads(saved.read_text())
+        return write_report(manifest, run["reports"], Target(**run["target"]), run["total_s"], args)
+    base = json.loads((work / f"eval-{DEFAULT_MODEL_ID}.json").read_text())
+    tuned_path = next(p for p in sorted(work.glob("eval-*.json")) if DEFAULT_MODEL_ID not in p.name)
+    tuned = json.loads(tuned_path.read_text())
+    kind = (
+        "gateway"
+        if "/v1/adapters" in str(tuned.get("target")) or args.gateway == tuned.get("target")
+        else "bare vLLM"
+    )
+    target = Target(str(tuned["target"]), kind, str(tuned["model"]))
+    return write_report(manifest, [base, tuned], target, None, args)
 
 
 def train(data: Path, adapter: Path, max_minutes: float, threads: int | None) -> None:
@@ -198,7 +234,7 @@ def render_report(
     manifest: TrainingManifest,
     reports: list[dict[str, Any]],
     target: Target,
-    total_s: float,
+    total_s: float | None,
     args: argparse.Namespace,
 ) -> str:
     base, tuned = (r["fields"]["claim_amount"]["f1"] for r in reports[:2])
@@ -240,7 +276,9 @@ PEFT LoRA, `--qlora` on CUDA) runs the 8B configuration on a GPU.
 """
 
 
-def _run_facts(manifest: TrainingManifest, target: Target, total_s: float) -> list[tuple[str, str]]:
+def _run_facts(
+    manifest: TrainingManifest, target: Target, total_s: float | None
+) -> list[tuple[str, str]]:
     m, hw, config = manifest.metrics, manifest.hardware, manifest.config
     modules = ", ".join(manifest.adapter.get("target_modules", []))
     checkpointing = "on" if hw.gradient_checkpointing else "off"
@@ -263,8 +301,8 @@ def _run_facts(manifest: TrainingManifest, target: Target, total_s: float) -> li
         ),
         (
             "steps",
-            f"{m.steps} ({m.epochs} epochs; budget {config['max_steps']} steps "
-            f"or {config['max_minutes']} min)",
+            f"{m.steps} ({m.epochs} epochs; budget {config.get('max_steps')} steps "
+            f"or {config.get('max_minutes')} min)",
         ),
         (
             "training time",
@@ -272,14 +310,17 @@ def _run_facts(manifest: TrainingManifest, target: Target, total_s: float) -> li
             f"{m.train_tokens} tokens)",
         ),
         ("loss", f"train {m.train_loss}, eval {m.eval_loss}"),
-        (
-            "demo wall time",
-            f"{total_s / 60:.1f} min (data, training, engine start, two evaluations)",
-        ),
+        ("demo wall time", _minutes(total_s)),
         ("served by", f"{target.kind}, adapter requested as `{target.adapter_model}`"),
         ("libraries", ", ".join(f"{k} {v}" for k, v in manifest.libraries.items())),
         ("git", f"`{manifest.git_revision}`"),
     ]
+
+
+def _minutes(total_s: float | None) -> str:
+    if total_s is None:
+        return "not recorded (report re-rendered from saved results)"
+    return f"{total_s / 60:.1f} min (data, training, engine start, two evaluations)"
 
 
 def _pct(value: float | None) -> str:

@@ -79,3 +79,39 @@ def test_alias_changes_propagate_between_gateways(
 
 def _current(client: TestClient) -> int:
     return int(client.get("/v1/adapters/shared").json()["current_version"])
+
+
+def test_registry_outage_keeps_serving_and_writes_fail_cleanly(
+    settings: Settings, postgres_url: str, adapter_root: Path, base_model_dir: Path
+) -> None:
+    from tests.tcp_proxy import TcpProxy
+
+    proxy = TcpProxy(5432)
+    proxy.start()
+    via_proxy = postgres_url.replace(":5432/", f":{proxy.port}/")
+    configured = settings.model_copy(update={"database_url": via_proxy, "registry_poll_s": 0.1})
+    engine = FakeVLLM()
+    base = model_info(base_model_dir)
+    v1 = make_lora_dir(adapter_root / "v1", base, seed=1, layers=range(1))
+    v2 = make_lora_dir(adapter_root / "v2", base, seed=2, layers=range(1))
+    chat = {"model": "a", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    with TestClient(create_app(configured, transport=engine.transport())) as client:
+        wait_ready(client)
+        assert client.post("/v1/adapters", json={"name": "a", "source": str(v1)}).status_code == 201
+        assert client.post("/v1/chat/completions", json=chat).status_code == 200
+
+        proxy.cut()  # the database goes away
+        time.sleep(0.5)
+        for _ in range(5):  # already-resolved models keep working from the cached registry
+            assert client.post("/v1/chat/completions", json=chat).status_code == 200
+        refused = client.post("/v1/adapters", json={"name": "a", "source": str(v2)})
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "registry_unavailable"
+        assert "retry-after" in refused.headers
+
+        proxy.start()  # it comes back on the same port
+        wait_for(lambda: client.get("/v1/adapters/a").status_code == 200, timeout_s=15)
+        retried = client.post("/v1/adapters", json={"name": "a", "source": str(v2)})
+        assert retried.status_code == 201
+        assert retried.json()["version"] == 2  # the failed attempt left nothing half-written
+    proxy.cut()
