@@ -27,10 +27,9 @@ class TcpProxy:
     def cut(self) -> None:
         """Refuse new connections and break every open one."""
         if self._listener is not None:
-            try:  # wakes the thread blocked in accept(); close() alone would not on Linux
+            # shutdown wakes the thread blocked in accept(); close() alone would not on Linux
+            with contextlib.suppress(OSError):
                 self._listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             self._listener.close()
             self._listener = None
         with self._lock:
