@@ -84,7 +84,9 @@ class BodyLimitMiddleware:
                 if not value.isdigit() or int(value) > self.max_bytes:
                     await self._refuse(scope, receive, send)
                     return
-                break
+                # The server delivers at most Content-Length bytes: pass through untouched.
+                await self.app(scope, receive, send)
+                return
         # No Content-Length (chunked): read up to the limit, then replay the body to the app.
         body = bytearray()
         while True:
