@@ -78,6 +78,19 @@ def fetch_model(model: str | None, cache_dir: Path | None = None, progress: bool
     return _snapshot(model, cache_dir)
 
 
+def fetch_model_config(model: str | None, cache_dir: Path | None = None) -> Path:
+    """A directory holding at least the model's config.json: all adapter validation needs.
+    A Hugging Face id downloads config.json alone (not the weights)."""
+    if model is None or model == DEFAULT_MODEL_ID or Path(model).expanduser().is_dir():
+        return fetch_model(model, cache_dir, progress=False)
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(model, "config.json")).parent
+    except Exception as exc:  # huggingface_hub raises many types; all mean "not available"
+        raise ModelFetchError(f"could not fetch config.json of {model!r}: {exc}") from exc
+
+
 def model_info(path: Path) -> ModelInfo:
     """Read the architecture facts adapter validation needs, from config.json alone."""
     config = _read_json(path / "config.json")

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from lorafleet.adapters.base_models import fetch_model, model_info
+from lorafleet.adapters.base_models import fetch_model_config, model_info
 from lorafleet.adapters.registration import RegistrationRules, ServedBase
 from lorafleet.adapters.sources import SourcePolicy
 from lorafleet.server.engine.pool import EnginePool
@@ -49,7 +49,9 @@ class Gateway:
     @cached_property
     def _served_base(self) -> ServedBase:
         # Validation needs the base model's architecture (config.json) only.
-        path = self.base_model_dir or fetch_model(self.settings.model, self.settings.cache_dir)
+        path = self.base_model_dir or fetch_model_config(
+            self.settings.model, self.settings.cache_dir
+        )
         return ServedBase(
             self.settings.base_model_id, model_info(path), frozenset({self.settings.model})
         )

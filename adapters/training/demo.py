@@ -33,6 +33,7 @@ import httpx
 from lorafleet.adapters.base_models import DEFAULT_MODEL_ID, fetch_model
 from lorafleet.adapters.manifest import TrainingManifest, read_manifest
 from lorafleet.adapters.training import synthetic
+from lorafleet.adapters.training.error_analysis import amount_section
 from lorafleet.adapters.training.evaluation import (
     EvalOptions,
     evaluate,
@@ -258,6 +259,8 @@ Both models answered the same prompts through the {target.kind} at temperature 0
 Claim-amount F1: {base:.3f} (base) -> {tuned:.3f} (adapter), {tuned - base:+.3f}.
 Initiator accuracy: {initiator[0]} -> {initiator[1]}.
 
+{_majority_baseline(args)}
+{_analysis(args, target)}
 ## Run
 
 | | |
@@ -266,6 +269,16 @@ Initiator accuracy: {initiator[0]} -> {initiator[1]}.
 
 The machine is shared: other processes (engines, test suites) ran on the same two cores, so
 the time per step is an upper bound for this hardware, not a benchmark.
+
+## Reproduce
+
+    scripts/demo_finetune.sh http://127.0.0.1:8000   # publish to a running gateway (make serve)
+    DEMO_STANDALONE=1 DEMO_THREADS=1 scripts/demo_finetune.sh   # bare vLLM engine, 1 torch thread
+
+The gateway must list `runs/demo-finetune` (or `$DEMO_WORKDIR`) in `LORAFLEET_ADAPTER_ROOTS`.
+Raw answers and per-model JSON reports are left in the work directory (`answers-*.jsonl`,
+`eval-*.json`). The GPU path (`--qlora`: NF4 base via bitsandbytes, bf16) was checked on an
+H200 with `pytest -m gpu` (docs/gpu-qlora-check.json).
 
 ## Reference
 
@@ -315,6 +328,27 @@ def _run_facts(
         ("libraries", ", ".join(f"{k} {v}" for k, v in manifest.libraries.items())),
         ("git", f"`{manifest.git_revision}`"),
     ]
+
+
+def _majority_baseline(args: argparse.Namespace) -> str:
+    dataset = args.workdir.resolve() / "data" / "test.jsonl"
+    if not dataset.is_file():
+        return ""
+    lines = [line for line in dataset.read_text(encoding="utf-8").splitlines() if line]
+    claimant = sum('"initiator": "claimant"' in line for line in lines)
+    return (
+        "An answer without a JSON object scores zero on every field. For scale: always answering "
+        f"`claimant` would give {_pct(claimant / len(lines))} initiator accuracy on this split.\n"
+    )
+
+
+def _analysis(args: argparse.Namespace, target: Target) -> str:
+    work = args.workdir.resolve()
+    answers = work / f"answers-{target.adapter_model.replace('@', '_v')}.jsonl"
+    dataset = work / "data" / "test.jsonl"
+    if not (answers.is_file() and dataset.is_file()):
+        return ""
+    return amount_section(dataset, answers)
 
 
 def _minutes(total_s: float | None) -> str:

@@ -24,6 +24,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from lorafleet.server.settings import Settings
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "lorafleet"
 CI_VALUES = sorted(path.name for path in (CHART / "ci").glob("*.yaml"))
@@ -33,29 +35,15 @@ RELEASE, NAMESPACE = "lf", "ml"
 KUBE_VERSIONS = ("1.28.0", "1.33.0")
 # Custom resources: no schema in kubernetes-validate, asserted field by field below.
 CRD_KINDS = {"ServiceMonitor": "monitoring.coreos.com/v1", "ScaledObject": "keda.sh/v1alpha1"}
-# The gateway's settings contract (server/settings.py); the chart may set nothing else.
-GATEWAY_SETTINGS = {
-    "LORAFLEET_HOST",
-    "LORAFLEET_PORT",
-    "LORAFLEET_LOG_LEVEL",
-    "LORAFLEET_LOG_FORMAT",
-    "LORAFLEET_ENGINE_URLS",
-    "LORAFLEET_ENGINE_DISCOVERY",
-    "LORAFLEET_SERVED_MODEL_NAME",
-    "LORAFLEET_ENGINE_MAX_LORA_RANK",
-    "LORAFLEET_DATABASE_URL",
-    "LORAFLEET_REDIS_URL",
-    "LORAFLEET_ADAPTER_ROOTS",
-    "LORAFLEET_ADMIN_KEY",
-    "LORAFLEET_KEY_SECRET",
-    "LORAFLEET_DRAIN_TIMEOUT_S",
-    "LORAFLEET_CACHE_DIR",
+# The gateway's settings contract: every variable the chart sets must be a field of the one
+# settings class (server/settings.py), or the YAML file pointer.
+GATEWAY_SETTINGS = {f"LORAFLEET_{name.upper()}" for name in Settings.model_fields} | {
+    "LORAFLEET_CONFIG"
 }
 SECRET_SETTINGS = {
     "LORAFLEET_DATABASE_URL",
     "LORAFLEET_ADMIN_KEY",
     "LORAFLEET_KEY_SECRET",
-    "LORAFLEET_REDIS_URL",
 }
 # Minimal values for the chart defaults: a registry database is the one required input.
 DEFAULT_VALUES: dict[str, Any] = {"database": {"existingSecret": "lorafleet-db"}}
@@ -471,7 +459,7 @@ def test_secrets_are_referenced_never_inlined(name: str) -> None:
     settings = gateway_settings(manifests)
     assert not SECRET_SETTINGS & set(settings)
     secrets = {s["metadata"]["name"] for s in of_kind(manifests, "Secret")}
-    external = {"lorafleet-db", "lorafleet-redis", "hf-token"}
+    external = {"lorafleet-db", "hf-token"}
     for workload in [*of_kind(manifests, "Deployment"), *of_kind(manifests, "Job")]:
         for item in container(workload).get("env", []):
             if item["name"] in SECRET_SETTINGS | {"HF_TOKEN"}:
