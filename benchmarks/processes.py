@@ -121,7 +121,7 @@ def vllm_engine(
         "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
     }
     return ProcessSpec(
-        name=name, argv=argv, port=port, ready_path="/health", env=env, ready_timeout_s=420.0
+        name=name, argv=argv, port=port, ready_path="/health", env=env, ready_timeout_s=900.0
     )
 
 

@@ -335,7 +335,8 @@ def _majority_baseline(args: argparse.Namespace) -> str:
     if not dataset.is_file():
         return ""
     lines = [line for line in dataset.read_text(encoding="utf-8").splitlines() if line]
-    claimant = sum('"initiator": "claimant"' in line for line in lines)
+    golds = [json.loads(json.loads(line)["messages"][-1]["content"]) for line in lines]
+    claimant = sum(gold.get("initiator") == "claimant" for gold in golds)
     return (
         "An answer without a JSON object scores zero on every field. For scale: always answering "
         f"`claimant` would give {_pct(claimant / len(lines))} initiator accuracy on this split.\n"
