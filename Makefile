@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.lorafleet-installed
 LOCK   := requirements/cpu.lock
 PYTEST_ARGS ?=
 
-.PHONY: help install serve test test-unit test-integration lint format model lock clean
+.PHONY: help install serve test test-unit test-integration lint format model demo-finetune lock clean
 
 help:
 	@echo "make serve   - gateway + vLLM engine on the default model at http://127.0.0.1:8000"
@@ -40,6 +40,10 @@ serve: install
 test: install
 	$(BIN)/lorafleet model fetch --quiet
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Synthetic court-decision extraction: data, CPU training (~30 min), eval base vs adapter.
+demo-finetune: install
+	PATH=$(CURDIR)/$(BIN):$$PATH scripts/demo_finetune.sh
 
 test-unit: install
 	$(BIN)/python -m pytest -m "not integration and not slow and not gpu" $(PYTEST_ARGS)

@@ -222,3 +222,22 @@ def test_peft_written_adapter_is_served_within_seconds_of_the_cli(gateway: Serve
     print(f"\n[registered and first answer in {elapsed:.1f}s]")
     assert elapsed < 30  # seconds, not a restart (CPU decode of 8 tokens included)
     assert served == peft_greedy(target)
+
+
+def test_trained_adapter_is_served(gateway: Server) -> None:
+    """The trainer's output (a 2-step TRL + PEFT run) is accepted and served by the engine."""
+    from lorafleet.adapters.training.smoke import train_smoke_adapter
+
+    assert gateway.adapter_root is not None
+    output = gateway.adapter_root / "trained"
+    train_smoke_adapter(output, steps=2)
+    record = register(gateway, "trained", output)
+    assert record["manifest"] is not None  # the trainer's manifest travels with the version
+    reply = gateway.openai(timeout=300).chat.completions.create(
+        model="trained",
+        messages=PROMPT,
+        temperature=0,
+        max_tokens=MAX_TOKENS,  # type: ignore[arg-type]
+    )
+    assert reply.model == "trained@1"
+    assert reply.choices[0].message.content
