@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import concurrent.futures
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from lorafleet.adapters.registry import (
@@ -17,8 +15,7 @@ from lorafleet.adapters.registry import (
     RegistryConflictError,
 )
 from lorafleet.adapters.validation import AdapterFacts
-
-POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+from tests.postgres import temporary_database
 
 
 def facts(n: int) -> AdapterFacts:
@@ -33,12 +30,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'registry.db'}"
         return
-    name = f"lorafleet_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with temporary_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
-import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
@@ -17,19 +15,14 @@ from lorafleet.server.app import create_app
 from lorafleet.server.settings import Settings
 from tests.adapter_factory import make_lora_dir
 from tests.fake_vllm import MODEL, FakeVLLM
+from tests.postgres import temporary_database
 from tests.server.conftest import wait_ready
-
-ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    name = f"lorafleet_shared_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(ADMIN, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(ADMIN, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with temporary_database("lorafleet_shared") as url:
+        yield url
 
 
 def wait_for(predicate: object, timeout_s: float = 5.0) -> None:
