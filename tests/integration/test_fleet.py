@@ -107,25 +107,27 @@ def test_two_replicas_survive_the_loss_of_either(tmp_path: Path) -> None:
             time.sleep(2)
         time.sleep(2)  # the gateway's health loop sees both
         unary = {**BODY, "stream": False, "max_tokens": 4}
-        client = httpx.Client(timeout=300)
-        for _ in range(6):
-            assert client.post(f"{server.url}/v1/chat/completions", json=unary).status_code == 200
-        assert all(_served(url) > 0 for url in engines)  # least-outstanding spread the load
+        with httpx.Client(timeout=300) as client:  # closed: no socket left for the GC to find
+            for _ in range(6):
+                assert (
+                    client.post(f"{server.url}/v1/chat/completions", json=unary).status_code == 200
+                )
+            assert all(_served(url) > 0 for url in engines)  # least-outstanding spread the load
 
-        for victim in (0, 1):
-            survivor = engines[1 - victim]
-            before = _served(survivor)
-            kill_listener(engine_port + victim)
-            failed = sum(
-                client.post(f"{server.url}/v1/chat/completions", json=unary).status_code != 200
-                for _ in range(6)
-            )
-            assert failed == 0, server.log_tail()
-            assert _served(survivor) >= before + 6
-            while not _healthy(engines[victim]):  # the supervisor restarts it
-                assert time.monotonic() < deadline + 600, server.log_tail()
+            for victim in (0, 1):
+                survivor = engines[1 - victim]
+                before = _served(survivor)
+                kill_listener(engine_port + victim)
+                failed = sum(
+                    client.post(f"{server.url}/v1/chat/completions", json=unary).status_code != 200
+                    for _ in range(6)
+                )
+                assert failed == 0, server.log_tail()
+                assert _served(survivor) >= before + 6
+                while not _healthy(engines[victim]):  # the supervisor restarts it
+                    assert time.monotonic() < deadline + 600, server.log_tail()
+                    time.sleep(2)
                 time.sleep(2)
-            time.sleep(2)
     finally:
         server.stop()
     assert server.process.returncode == 0, server.log_tail()
