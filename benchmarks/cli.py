@@ -15,10 +15,8 @@ Every scenario writes result.json, summary.md and PNG plots under --out.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +31,7 @@ def add_parser(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     scenarios = parser.add_subparsers(dest="bench_scenario", metavar="SCENARIO")
-    from lorafleet.benchmarks.scenarios.base import add_common_arguments
+    from lorafleet.benchmarks.scenarios.options import add_common_arguments
 
     for name in (*SCENARIO_NAMES, "load"):
         module = load(name)
@@ -68,6 +66,7 @@ def run_scenario(name: str, args: argparse.Namespace) -> int:
     from lorafleet.benchmarks.processes import ProcessStartError
     from lorafleet.benchmarks.report import write_result
     from lorafleet.benchmarks.scenarios.base import BenchContext, ScenarioError
+    from lorafleet.benchmarks.scenarios.options import options_from_args
 
     try:
         options = options_from_args(name, args)
@@ -114,47 +113,6 @@ def default_plots(result: dict[str, Any], out_dir: Path) -> list[Path]:
         plot_arm_throughput(result, out_dir / "throughput.png"),
         plot_arm_latency(result, out_dir / "latency.png"),
     ]
-
-
-def options_from_args(name: str, args: argparse.Namespace) -> Any:
-    from lorafleet.benchmarks.metrics import parse_goodput
-    from lorafleet.benchmarks.processes import VllmOptions
-    from lorafleet.benchmarks.scenarios.base import Options
-
-    if args.repeats < 1:
-        raise ValueError("--repeats must be at least 1")
-    targets = {}
-    for item in args.target:
-        role, sep, url = item.partition("=")
-        if not sep or not url.startswith(("http://", "https://")):
-            raise ValueError(f"--target {item!r}: expected ROLE=http://HOST:PORT")
-        targets[role] = url
-    out = args.out or Path("bench-results") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    engine = VllmOptions(
-        served_model_name=args.served_model_name,
-        kv_cache_gib=args.kv_cache_gib,
-        threads_bind=args.engine_threads_bind,
-        extra_args=tuple(args.engine_arg),
-    )
-    return Options(
-        out_dir=out,
-        repeats=args.repeats,
-        seed=args.seed,
-        percentiles=tuple(float(p) for p in args.percentiles.split(",")),
-        goodput=parse_goodput(args.goodput),
-        progress=args.progress and sys.stderr.isatty(),
-        time_limit_s=args.time_limit_s,
-        request_timeout_s=args.request_timeout_s,
-        api_key=args.api_key or os.environ.get("OPENAI_API_KEY"),
-        ignore_eos=args.ignore_eos,
-        temperature=args.temperature,
-        targets=targets,
-        model_dir=args.model_dir,
-        served_model_name=args.served_model_name,
-        engine=engine,
-        warmup=args.warmup,
-        save_detailed=args.save_detailed,
-    )
 
 
 def write_readme(results_dir: Path, intro: Path | None) -> int:

@@ -69,8 +69,12 @@ class VllmOptions:
 def find_free_port(
     low: int = PORT_RANGE[0], high: int = PORT_RANGE[1], taken: set[int] | None = None
 ) -> int:
-    """The first port in [low, high] nothing listens on (and not in `taken`)."""
-    for port in range(low, high + 1):
+    """A port in [low, high] nothing listens on (and not in `taken`). The scan starts at an
+    offset drawn from this process id, so two benchmarks started at once rarely race for the
+    same port between the probe and the child's bind."""
+    span = high - low + 1
+    start = os.getpid() % span
+    for port in (low + (start + i) % span for i in range(span)):
         if taken and port in taken:
             continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:

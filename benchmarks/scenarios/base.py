@@ -8,22 +8,21 @@ drift of a shared machine lands on both sides. Each run's prompts come from a se
 
 from __future__ import annotations
 
-import argparse
 import math
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
 from lorafleet.benchmarks import datasets
 from lorafleet.benchmarks.environment import environment_block, load_average, now_iso
-from lorafleet.benchmarks.loadgen import Endpoint, LoadConfig, LoadResult, run_async, run_load
+from lorafleet.benchmarks.loadgen import LoadConfig, LoadResult, run_async, run_load
 from lorafleet.benchmarks.metrics import compute_metrics
 from lorafleet.benchmarks.processes import (
     ManagedProcess,
@@ -33,95 +32,16 @@ from lorafleet.benchmarks.processes import (
     gateway_process,
     vllm_engine,
 )
-from lorafleet.benchmarks.stats import paired, summarize_runs
+from lorafleet.benchmarks.scenarios.arms import Arm, Workload, compare, headline_row
+from lorafleet.benchmarks.scenarios.options import Options, settings_json
+
+__all__ = ["Arm", "BenchContext", "Options", "ScenarioError", "Workload", "compare", "headline_row"]
 
 SCHEMA = "lorafleet-bench/1"
 
 
 class ScenarioError(RuntimeError):
     """A scenario cannot run as asked (bad targets, missing API); the message says what to do."""
-
-
-@dataclass(frozen=True)
-class Options:
-    """Options every scenario takes (see `add_common_arguments`)."""
-
-    out_dir: Path
-    repeats: int = 3
-    seed: int = 0
-    percentiles: tuple[float, ...] = (50.0, 90.0, 99.0)
-    goodput: dict[str, float] = field(default_factory=dict)
-    progress: bool = True
-    time_limit_s: float = 600.0
-    request_timeout_s: float = 300.0
-    api_key: str | None = None
-    ignore_eos: bool = True
-    temperature: float | None = 0.0
-    targets: dict[str, str] = field(default_factory=dict)
-    model_dir: Path | None = None
-    served_model_name: str = "smollm2-135m-instruct"
-    engine: VllmOptions = field(default_factory=VllmOptions)
-    warmup: int = 4
-    save_detailed: bool = True
-
-
-@dataclass(frozen=True)
-class Workload:
-    num_requests: int
-    input_len: int = 128
-    output_len: int = 32
-    output_range_ratio: float = 0.0
-    concurrency: int | None = 1
-    request_rate: float = math.inf
-    burstiness: float = 1.0
-    endpoint: Endpoint = "completions"
-    dataset: Literal["random", "chat-file"] = "random"
-    dataset_path: Path | None = None
-
-    def describe(self) -> str:
-        shape = (
-            f"c={self.concurrency}"
-            if math.isinf(self.request_rate)
-            else f"rate={self.request_rate}/s"
-        )
-        if not math.isinf(self.request_rate) and self.concurrency:
-            shape += f" (max c={self.concurrency})"
-        out = f"{self.output_len}" + (
-            f"±{self.output_range_ratio:.0%}" if self.output_range_ratio else ""
-        )
-        data = "random" if self.dataset == "random" else f"chat file {self.dataset_path}"
-        lengths = f"in={self.input_len} out={out} tok"
-        return f"{self.num_requests} req, {data} {lengths}, {shape}, {self.endpoint}"
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["request_rate"] = "inf" if math.isinf(self.request_rate) else self.request_rate
-        data["dataset_path"] = str(self.dataset_path) if self.dataset_path else None
-        data["description"] = self.describe()
-        return data
-
-
-@dataclass
-class Arm:
-    name: str
-    base_url: str
-    model: str
-    workload: Workload
-    adapters: tuple[str, ...] = ()
-    adapter_assignment: Literal["round-robin", "random"] = "round-robin"
-    metered: dict[str, ManagedProcess] = field(default_factory=dict)  # CPU seconds to record
-    runs: list[dict[str, Any]] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "target": self.base_url,
-            "model": self.model,
-            "adapters": list(self.adapters),
-            "adapter_assignment": self.adapter_assignment if self.adapters else None,
-            "workload": self.workload.as_dict(),
-            "runs": self.runs,
-            "summary": summarize_runs(self.runs),
-        }
 
 
 @dataclass
@@ -145,6 +65,7 @@ class BenchContext:
         self.targets: dict[str, Target] = {}
         self.ports: set[int] = set()
         self.tag = time.strftime("%H%M%S")  # in adapter names: unique on long-lived engines
+        self.generator_usage: list[tuple[float, float]] = []  # (CPU s, wall s) of every load run
         self.notes: list[str] = []
         self._words: datasets.WordSource | None = None
         self._model_dir: Path | None = options.model_dir
@@ -267,10 +188,16 @@ class BenchContext:
         config = self.load_config(
             arm, seed=self.options.seed + 99_991, label=f"warm-up {arm.name}", workload=workload
         )
-        result = run_async(run_load(config, self.requests(workload, config.seed)))
+        result = self.execute(config, self.requests(workload, config.seed))
         failed = [r.error for r in result.records if not r.success]
         if failed:
             raise ScenarioError(f"warm-up of {arm.name} at {arm.base_url} failed: {failed[0]}")
+
+    def execute(self, config: LoadConfig, specs: list[datasets.RequestSpec]) -> LoadResult:
+        """One load run; its generator CPU counts toward the result's `generator` block."""
+        result = run_async(run_load(config, specs))
+        self.generator_usage.append((result.generator_cpu_s, result.duration))
+        return result
 
     def run_once(self, arm: Arm, repeat: int, arm_index: int) -> dict[str, Any]:
         seed = self.options.seed + 1000 * (repeat + 1) + arm_index
@@ -279,7 +206,7 @@ class BenchContext:
         specs = self.requests(arm.workload, seed)
         cpu_before = {name: p.cpu_seconds() for name, p in arm.metered.items()}
         load_before = load_average()
-        result = run_async(run_load(config, specs))
+        result = self.execute(config, specs)
         cpu_after = {name: p.cpu_seconds() for name, p in arm.metered.items()}
         run = self.summarize(result, arm, repeat, seed)
         run["load_average_before"] = load_before
@@ -380,14 +307,13 @@ class BenchContext:
         headline: list[dict[str, Any]],
         extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        runs = [run for arm in arms for run in arm.runs]
         result: dict[str, Any] = {
             "schema": SCHEMA,
             "scenario": self.scenario,
             **self.environment,
             "finished": now_iso(),
             "load_average_at_end": load_average(),
-            "settings": _settings(self.options),
+            "settings": settings_json(self.options),
             "targets": {
                 role: {
                     "url": t.url,
@@ -401,64 +327,18 @@ class BenchContext:
             "comparisons": comparisons,
             "headline": headline,
             "generator": {
-                "cpu_s_total": sum(run["generator_cpu_s"] for run in runs),
+                "cpu_s_total": sum(cpu for cpu, _ in self.generator_usage),
                 "cpu_fraction_max": max(
-                    (run["generator_cpu_fraction"] for run in runs), default=0.0
+                    (cpu / wall for cpu, wall in self.generator_usage if wall), default=0.0
                 ),
-                "note": "load generator CPU seconds (user+system) per run / wall time",
+                "runs": len(self.generator_usage),
+                "note": "load generator CPU seconds (user+system); fraction = per run / wall time",
             },
             "notes": self.notes,
         }
         if extra:
             result |= extra
         return result
-
-
-def compare(
-    name: str,
-    arm_a: Arm,
-    arm_b: Arm,
-    key: str,
-    how: str = "ratio",
-    *,
-    bar: str | None = None,
-    passes: Any = None,
-) -> dict[str, Any]:
-    """A vs B on one metric; `passes(value) -> bool` states whether the bar is met."""
-    result = paired(arm_a.runs, arm_b.runs, key, how)
-    result |= {"name": name, "a": arm_a.name, "b": arm_b.name, "bar": bar}
-    result["meets_bar"] = bool(passes(result["value"])) if passes is not None else None
-    return result
-
-
-def headline_row(
-    measure: str,
-    comparison_or_value: dict[str, Any] | float,
-    unit: str,
-    workload: str,
-    *,
-    bar: str | None = None,
-    meets_bar: bool | None = None,
-    date: str | None = None,
-) -> dict[str, Any]:
-    if isinstance(comparison_or_value, dict):
-        value = comparison_or_value["value"]
-        low, high = comparison_or_value.get("min"), comparison_or_value.get("max")
-        bar = bar or comparison_or_value.get("bar")
-        meets_bar = comparison_or_value.get("meets_bar") if meets_bar is None else meets_bar
-    else:
-        value, low, high = comparison_or_value, None, None
-    return {
-        "measure": measure,
-        "value": value,
-        "unit": unit,
-        "min": low,
-        "max": high,
-        "bar": bar,
-        "meets_bar": meets_bar,
-        "workload": workload,
-        "date": date or now_iso()[:10],
-    }
 
 
 def resolve_model_dir() -> Path:
@@ -481,72 +361,5 @@ def resolve_model_dir() -> Path:
     return Path(lines[-1])
 
 
-def _settings(options: Options) -> dict[str, Any]:
-    data = asdict(options)
-    data["out_dir"] = str(options.out_dir)
-    data["model_dir"] = str(options.model_dir) if options.model_dir else None
-    data.pop("api_key", None)
-    return data
-
-
 def _slug(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name).strip("-")
-
-
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("common")
-    group.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="output directory (default ./bench-results/SCENARIO-DATE)",
-    )
-    group.add_argument(
-        "--target",
-        action="append",
-        default=[],
-        metavar="ROLE=URL",
-        help="use a running server for ROLE instead of starting one (roles: scenario's help)",
-    )
-    group.add_argument("--repeats", type=int, default=3, help="runs per arm (>= 3 for comparisons)")
-    group.add_argument("--seed", type=int, default=0)
-    group.add_argument("--percentiles", default="50,90,99", help="latency percentiles to report")
-    group.add_argument(
-        "--goodput", nargs="+", default=[], metavar="NAME:MS", help="SLOs, e.g. ttft:500 tpot:50"
-    )
-    group.add_argument("--time-limit-s", type=float, default=600.0, help="upper bound on each run")
-    group.add_argument("--request-timeout-s", type=float, default=300.0)
-    group.add_argument(
-        "--warmup", type=int, default=4, help="warm-up requests per arm (not recorded)"
-    )
-    group.add_argument("--api-key", default=None, help="bearer token (default: $OPENAI_API_KEY)")
-    group.add_argument(
-        "--no-ignore-eos",
-        dest="ignore_eos",
-        action="store_false",
-        help="do not send vLLM's ignore_eos/min_tokens (hosted APIs); output lengths then vary",
-    )
-    group.add_argument(
-        "--temperature", type=float, default=0.0, help="sampling temperature sent (default greedy)"
-    )
-    group.add_argument(
-        "--no-progress", dest="progress", action="store_false", help="no progress bar"
-    )
-    group.add_argument(
-        "--no-detail", dest="save_detailed", action="store_false", help="omit per-request arrays"
-    )
-    engine = parser.add_argument_group("engines the benchmark starts")
-    engine.add_argument(
-        "--model-dir",
-        type=Path,
-        default=None,
-        help="base model dir (default: lorafleet model fetch)",
-    )
-    engine.add_argument("--served-model-name", default="smollm2-135m-instruct")
-    engine.add_argument("--engine-threads-bind", default="0-1", help="VLLM_CPU_OMP_THREADS_BIND")
-    engine.add_argument(
-        "--kv-cache-gib", type=float, default=2.0, help="VLLM_CPU_KVCACHE_SPACE per engine"
-    )
-    engine.add_argument(
-        "--engine-arg", action="append", default=[], help="extra vLLM argument (repeatable)"
-    )

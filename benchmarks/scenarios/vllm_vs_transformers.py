@@ -50,6 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--skip-batch", action="store_true", help="only comparison 1")
     parser.add_argument("--direct", action="store_true", help="measure bare vLLM (no gateway)")
+    parser.add_argument(
+        "--hf-threads",
+        type=int,
+        default=None,
+        help="torch threads of the HF servers (default: all)",
+    )
 
 
 def setup(ctx: BenchContext, args: argparse.Namespace) -> dict[str, str]:
@@ -64,7 +70,12 @@ def setup(ctx: BenchContext, args: argparse.Namespace) -> dict[str, str]:
         if not url:
             name = ctx.options.served_model_name
             spec = hf_server(
-                ctx.model_dir(), ctx.port(), served_model_name=name, batch_size=batch, name=role
+                ctx.model_dir(),
+                ctx.port(),
+                served_model_name=name,
+                batch_size=batch,
+                threads=args.hf_threads,
+                name=role,
             )
             url = ctx.started(role, ctx.stack.start(spec)).url
         urls[role] = url
@@ -149,8 +160,9 @@ def run(ctx: BenchContext, args: argparse.Namespace) -> dict[str, Any]:
                 mixed.describe(),
             )
         )
+    threads = args.hf_threads or "all usable"
     ctx.notes.append(
-        "HF baseline: transformers generate() in fp32 with torch threads = usable CPUs, greedy, "
+        f"HF baseline: transformers generate() in fp32 with {threads} torch thread(s), greedy, "
         "KV cache on; the vLLM engine uses the same cores (VLLM_CPU_OMP_THREADS_BIND). Servers "
         "not under test sit idle."
     )

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from lorafleet.benchmarks.cli import add_parser, options_from_args
+from lorafleet.benchmarks.cli import add_parser
 from lorafleet.benchmarks.scenarios import SCENARIO_NAMES
+from lorafleet.benchmarks.scenarios.options import options_from_args
 from tests.benchmarks.conftest import FakeServer
 
 
