@@ -63,6 +63,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def run_scenario(name: str, args: argparse.Namespace) -> int:
+    from lorafleet.benchmarks.lora_adapters import AdapterCreationError
     from lorafleet.benchmarks.processes import ProcessStartError
     from lorafleet.benchmarks.report import write_result
     from lorafleet.benchmarks.scenarios.base import BenchContext, ScenarioError
@@ -79,7 +80,7 @@ def run_scenario(name: str, args: argparse.Namespace) -> int:
     try:
         with ctx.stack:
             result = module.run(ctx, args)
-    except (ScenarioError, ProcessStartError) as exc:
+    except (ScenarioError, ProcessStartError, AdapterCreationError) as exc:
         print(f"lorafleet bench {name}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

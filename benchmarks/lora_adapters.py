@@ -17,6 +17,12 @@ import sys
 from pathlib import Path
 
 DEFAULT_TARGETS = ("q_proj", "v_proj")
+
+
+class AdapterCreationError(RuntimeError):
+    """The adapter-making subprocess failed; the message carries its stderr tail."""
+
+
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -59,7 +65,7 @@ def make_adapters(
     ]
     done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=600)
     if done.returncode != 0:
-        raise RuntimeError(f"creating adapters failed:\n{done.stderr[-3000:]}")
+        raise AdapterCreationError(f"creating adapters failed:\n{done.stderr[-3000:]}")
     return [(name, Path(path)) for name, path in json.loads(done.stdout.strip().splitlines()[-1])]
 
 

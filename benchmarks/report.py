@@ -166,10 +166,29 @@ def render_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+SCENARIO_ORDER = (
+    "gateway-overhead",
+    "vllm-vs-transformers",
+    "lora-overhead",
+    "adapter-cold-start",
+    "sweep",
+    "cost",
+)
+
+
+def _order(path: Path) -> tuple[int, str]:
+    name = path.parent.name
+    return (
+        SCENARIO_ORDER.index(name) if name in SCENARIO_ORDER else len(SCENARIO_ORDER),
+        str(path),
+    )
+
+
 def collect_headlines(results_dir: Path) -> list[dict[str, Any]]:
-    """Every headline row of every `result.json` under `results_dir`, with its source file."""
+    """Every headline row of every `result.json` under `results_dir`, with its source file,
+    in the scenarios' usual order."""
     rows = []
-    for path in sorted(results_dir.rglob("result.json")):
+    for path in sorted(results_dir.rglob("result.json"), key=_order):
         result = orjson.loads(path.read_bytes())
         folder = path.parent.relative_to(results_dir)
         source = f"[{folder}]({folder}/summary.md)"
