@@ -71,7 +71,7 @@ def create_app(
         )
         engines = [VLLMHttpEngine(url, client) for url in engine_urls]
         pools = {settings.base_model_id: EnginePool(settings.base_model_id, list(engines))}
-        metrics = GatewayMetrics()
+        metrics = GatewayMetrics(pools, max_adapter_labels=settings.metrics_max_adapter_labels)
         registry = AdapterRegistry(settings.registry_url)
         await asyncio.to_thread(registry.migrate)
         adapters = AdapterManager(

@@ -60,8 +60,21 @@ class Placement:
 
 
 class AdapterMetrics:
+    """Per-adapter load metrics, labelled through the gateway's bounded `ModelLabels`: at most
+    `metrics_max_adapter_labels` adapter names, the rest as `adapter="_other-adapters"`.
+
+    `lorafleet:adapter_ready{adapter, engine}` keeps its per-replica view but is a count (the
+    adapter's versions loaded on that engine: 0 or 1, 2 while an alias moves and the old
+    version drains), not a 0/1 flag: a flag cannot be shared by the many adapters behind the
+    overflow label (one adapter's unload would zero another's load), a count can, and it stays
+    right when one version replaces another. Its series are bounded by (labels + 1) x replicas
+    of a cheap gauge, and `sum by (engine)` gives the adapters loaded per replica. Which
+    adapter is where, exactly, is in `GET /v1/adapters/{name}` (`engines`).
+    """
+
     def __init__(self, metrics: GatewayMetrics) -> None:
         registry = metrics.registry
+        self.label = metrics.model_label
         self.loads = Counter(
             "lorafleet:adapter_loads",
             "Adapter loads onto engines, by outcome (ok, failed).",
@@ -77,7 +90,8 @@ class AdapterMetrics:
         )
         self.ready = Gauge(
             "lorafleet:adapter_ready",
-            "1 when the adapter's current version is loaded and ready on the engine.",
+            "Versions of the adapter loaded and ready on the engine (0 or 1; 2 while an alias "
+            'moves). Adapters past the label limit add up under adapter="_other-adapters".',
             ["adapter", "engine"],
             registry=registry,
         )
@@ -87,6 +101,27 @@ class AdapterMetrics:
             ["adapter", "reason"],
             registry=registry,
         )
+
+    def loaded(self, name: str, engine: str, seconds: float) -> None:
+        label = self.label(name)
+        self.loads.labels(label, "ok").inc()
+        self.load_seconds.labels(label).observe(seconds)
+        self.ready.labels(label, engine).inc()
+
+    def load_failed(self, name: str) -> None:
+        self.loads.labels(self.label(name), "failed").inc()
+
+    def adopted(self, name: str, engine: str) -> None:
+        """Found loaded on the engine without a load of ours (another gateway loaded it)."""
+        self.ready.labels(self.label(name), engine).inc()
+
+    def gone(self, placement: Placement, engine: str, reason: str | None = None) -> None:
+        """A placement left the replica: unloaded for `reason`, or forgotten by the engine."""
+        label = self.label(placement.version.name)
+        if placement.state in (LoadState.READY, LoadState.DRAINING):  # counted as loaded
+            self.ready.labels(label, engine).dec()
+        if reason is not None:
+            self.unloads.labels(label, reason).inc()
 
 
 class AdapterManager:
@@ -197,14 +232,12 @@ class AdapterManager:
             await replica.engine.load_adapter(version.engine_name, version.path)
         except LorafleetError as exc:
             placement.state, placement.error = LoadState.FAILED, exc.message
-            self.metrics.loads.labels(version.name, "failed").inc()
+            self.metrics.load_failed(version.name)
             log.warning("loading %s on %s failed: %s", version.engine_name, replica.url, exc)
             return
         placement.state = LoadState.READY
         elapsed = time.perf_counter() - started
-        self.metrics.loads.labels(version.name, "ok").inc()
-        self.metrics.load_seconds.labels(version.name).observe(elapsed)
-        self.metrics.ready.labels(version.name, replica.url).set(1)
+        self.metrics.loaded(version.name, replica.url, elapsed)
         log.info("loaded %s on %s in %.2fs", version.engine_name, replica.url, elapsed)
 
     @contextmanager
@@ -236,8 +269,7 @@ class AdapterManager:
         placement = self.placements(replica).pop(engine_name, None)
         if placement is None:
             return
-        self.metrics.ready.labels(placement.version.name, replica.url).set(0)
-        self.metrics.unloads.labels(placement.version.name, reason).inc()
+        self.metrics.gone(placement, replica.url, reason)
         try:
             await replica.engine.unload_adapter(engine_name)
         except LorafleetError as exc:  # the next reconcile retries
@@ -272,7 +304,7 @@ class AdapterManager:
                 # The engine restarted and forgot it: load it again now, not on the next request.
                 log.info("engine %s forgot %s; reloading", replica.url, engine_name)
                 placements.pop(engine_name)
-                self.metrics.ready.labels(placement.version.name, replica.url).set(0)
+                self.metrics.gone(placement, replica.url)
                 try:
                     await self.ensure_loaded(placement.version, replica)
                 except LorafleetError as exc:
@@ -286,6 +318,7 @@ class AdapterManager:
             version = self.lookup(engine_name)
             if version is not None and "@" in engine_name:
                 placements[engine_name] = Placement(version, LoadState.READY)  # adopt it
+                self.metrics.adopted(version.name, replica.url)
             elif "@" in engine_name:
                 await replica.engine.unload_adapter(engine_name)  # a removed version
 

@@ -1,12 +1,17 @@
 """Gateway metrics in Prometheus format, named to sit beside vLLM's own `vllm:*` series.
 
 One `GatewayMetrics` per app, with its own registry (no module globals), so tests and several
-apps in one process never share counters. Label values are bounded: `model` is a served base
-model or registered adapter name (never free text from a client: unknown names are counted
-as `model="unknown"`), `status` is an HTTP status code.
+apps in one process never share counters. Label values are bounded: `status` is an HTTP status
+code, and `model` (`adapter` on the adapter series) goes through `ModelLabels`: a served base
+model id, one of at most `metrics_max_adapter_labels` adapter names, `_other-adapters` for every
+further adapter, or `unknown` for names that resolve to nothing (never free text from a client).
+A fleet with 10^4 adapters thus exports a few hundred series per histogram, not 10^4 x buckets;
+per-adapter numbers for the long tail are in the persisted usage table (`GET /v1/usage`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -20,10 +25,44 @@ from prometheus_client import (
 # Buckets in seconds; TTFT on a CPU engine ranges from ~20 ms to many seconds under load.
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
 UNKNOWN_MODEL = "unknown"
+# Adapter names start with a letter or digit (adapters.registration.NAME_PATTERN), so this label
+# can never be mistaken for a real adapter's.
+OTHER_ADAPTERS = "_other-adapters"
+_FIXED_LABELS = frozenset({UNKNOWN_MODEL, OTHER_ADAPTERS})
+
+
+class ModelLabels:
+    """The `model` label value for a base model or adapter name, from a bounded set.
+
+    Base models are always labelled by their id. Adapter names are admitted first come, first
+    served until `max_adapters` of them have a label of their own; every later adapter is
+    reported as `OTHER_ADAPTERS`. An admitted name keeps its label for the life of the process:
+    a series never moves between labels, so counters stay monotonic and `rate()` stays right
+    (a restart admits afresh). Mapping is idempotent: fixed labels map to themselves.
+    """
+
+    def __init__(self, max_adapters: int, bases: Iterable[str] = ()) -> None:
+        self.max_adapters = max_adapters
+        self._bases = frozenset(bases)
+        self._admitted: set[str] = set()
+
+    def __call__(self, model: str) -> str:
+        if model in self._bases or model in self._admitted or model in _FIXED_LABELS:
+            return model
+        if len(self._admitted) < self.max_adapters:
+            self._admitted.add(model)
+            return model
+        return OTHER_ADAPTERS
+
+    @property
+    def admitted(self) -> frozenset[str]:
+        """Adapter names that have a label of their own."""
+        return frozenset(self._admitted)
 
 
 class GatewayMetrics:
-    def __init__(self) -> None:
+    def __init__(self, base_models: Iterable[str] = (), *, max_adapter_labels: int = 100) -> None:
+        self.models = ModelLabels(max_adapter_labels, base_models)
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, cpu seconds
         self.requests = Counter(
@@ -77,9 +116,14 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
+    def model_label(self, model: str) -> str:
+        """The bounded `model` label for a base model or adapter name (see `ModelLabels`)."""
+        return self.models(model)
+
     def record_usage(self, model: str, prompt_tokens: int, completion_tokens: int) -> None:
-        self.prompt_tokens.labels(model).inc(prompt_tokens)
-        self.generation_tokens.labels(model).inc(completion_tokens)
+        label = self.models(model)
+        self.prompt_tokens.labels(label).inc(prompt_tokens)
+        self.generation_tokens.labels(label).inc(completion_tokens)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

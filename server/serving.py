@@ -226,7 +226,9 @@ class InferenceService:
             await self._check_context(endpoint, body, target)
             account = self._open_account(who, request, body, target)
         except LorafleetError as exc:
-            self.metrics.requests.labels(target.label, str(exc.status)).inc()
+            self.metrics.requests.labels(
+                self.metrics.model_label(target.label), str(exc.status)
+            ).inc()
             raise
         try:
             if request.stream:
@@ -254,7 +256,8 @@ class InferenceService:
                 return await replica.engine.generate(endpoint, body, request_id)
 
         status = "200"
-        gauge = self.metrics.in_flight.labels(target.label)
+        label = self.metrics.model_label(target.label)
+        gauge = self.metrics.in_flight.labels(label)
         gauge.inc()
         try:
             _, result = await self._attempt(target, generate)
@@ -263,9 +266,9 @@ class InferenceService:
             raise
         finally:
             gauge.dec()
-            self.metrics.requests.labels(target.label, status).inc()
-        self._record_usage(target.label, result.body.get("usage"), account)
-        self.metrics.e2e_latency.labels(target.label).observe(time.perf_counter() - started)
+            self.metrics.requests.labels(label, status).inc()
+        self._record_usage(label, result.body.get("usage"), account)
+        self.metrics.e2e_latency.labels(label).observe(time.perf_counter() - started)
         return Response(target.renamer()(result.raw), media_type="application/json")
 
     async def _stream(
@@ -279,7 +282,9 @@ class InferenceService:
         try:
             replica, stream = await self._attempt(target, open_stream)
         except LorafleetError as exc:
-            self.metrics.requests.labels(target.label, str(exc.status)).inc()
+            self.metrics.requests.labels(
+                self.metrics.model_label(target.label), str(exc.status)
+            ).inc()
             raise
         relay = self._relay(
             stream, target, replica, request.wants_usage_in_stream, started, account
@@ -337,7 +342,7 @@ class InferenceService:
         self, stream: EngineStream, target: Target, replica: Replica, wants_usage: bool,
         started: float, account: Account,
     ) -> AsyncIterator[bytes]:  # fmt: skip
-        label = target.label
+        label = self.metrics.model_label(target.label)
         rename = target.renamer()
         status = "200"
         first = True

@@ -130,6 +130,11 @@ class Settings(BaseSettings):
     usage_flush_interval_s: float = Field(5.0, gt=0)
     drain_timeout_s: float = Field(30.0, ge=0)
 
+    # --- Metrics -----------------------------------------------------------------------------
+    # Adapters with their own `model` label on /metrics (first come, first served); any further
+    # adapter is reported as model="_other-adapters" (its numbers stay in GET /v1/usage).
+    metrics_max_adapter_labels: int = Field(100, ge=0, le=10_000)
+
     @field_validator("adapter_roots", mode="before")
     @classmethod
     def _split_roots(cls, value: Any) -> Any:
