@@ -24,9 +24,10 @@ from lorafleet.adapters.guard import write_guard_adapter
 from lorafleet.adapters.registration import register_adapter
 from lorafleet.adapters.registry import AdapterRegistry
 from lorafleet.server.deps import Gateway, Lifecycle
+from lorafleet.server.engine.http import HttpClient, Timeouts, make_client
 from lorafleet.server.engine.pool import EnginePool
 from lorafleet.server.engine.supervisor import EngineSupervisor, has_cuda_device
-from lorafleet.server.engine.vllm_http import VLLMHttpEngine, make_timeout
+from lorafleet.server.engine.vllm_http import VLLMHttpEngine
 from lorafleet.server.errors import install_error_handlers
 from lorafleet.server.keys import KeyStore
 from lorafleet.server.limits import RateLimiter
@@ -60,14 +61,13 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Gateway]]:
-        client = httpx.AsyncClient(
-            transport=transport,
-            timeout=make_timeout(
-                settings.connect_timeout_s,
-                settings.first_byte_timeout_s,
-                settings.inter_token_timeout_s,
+        client = make_client(
+            settings.engine_http_client,
+            Timeouts(
+                connect_s=settings.connect_timeout_s,
+                read_s=max(settings.first_byte_timeout_s, settings.inter_token_timeout_s),
             ),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+            transport,
         )
         engines = [VLLMHttpEngine(url, client) for url in engine_urls]
         pools = {settings.base_model_id: EnginePool(settings.base_model_id, list(engines))}
@@ -194,7 +194,7 @@ async def _watch_registry(gateway: Gateway) -> None:
                     await gateway.adapters.reconcile(replica)
 
 
-async def _discover(gateway: Gateway, client: httpx.AsyncClient) -> None:
+async def _discover(gateway: Gateway, client: HttpClient) -> None:
     """Resolve the headless Service names to pod IPs, now and every `discovery_interval_s`."""
     settings = gateway.settings
     pool = gateway.pools[settings.base_model_id]

@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     connect_timeout_s: float = Field(5.0, gt=0)
     first_byte_timeout_s: float = Field(300.0, gt=0)  # queueing + prefill on a busy engine
     inter_token_timeout_s: float = Field(120.0, gt=0)
+    # aiohttp relays several times more events per CPU second than httpx (see
+    # docs/design/gateway-performance.md); httpx stays for tests and as a fallback.
+    engine_http_client: Literal["aiohttp", "httpx"] = "aiohttp"
     health_interval_s: float = Field(5.0, gt=0)
     retry_attempts: int = Field(3, ge=1, le=10)  # before the first byte only
     retry_max_wait_s: float = Field(2.0, ge=0)

@@ -25,13 +25,20 @@ class Rig:
     engine: str
 
 
+@pytest.fixture(params=["aiohttp", "httpx"])
+def client_kind(request: pytest.FixtureRequest) -> str:
+    """Both engine HTTP clients face the same faults over real sockets."""
+    return str(request.param)
+
+
 @pytest.fixture
-def rig(settings: Settings) -> Iterator[Rig]:
+def rig(settings: Settings, client_kind: str) -> Iterator[Rig]:
     faults = Faults()
     with serve_in_thread(make_app(faults)) as engine_url:
         configured = settings.model_copy(
             update={
                 "engine_urls": [engine_url],
+                "engine_http_client": client_kind,
                 "first_byte_timeout_s": 1.0,
                 "inter_token_timeout_s": 1.0,
                 "retry_max_wait_s": 1.5,
@@ -96,9 +103,11 @@ def test_client_errors_are_not_retried(rig: Rig, status: int) -> None:
     assert rig.faults.requests == 1
 
 
-def test_refused_connection_is_a_quick_503(settings: Settings) -> None:
+def test_refused_connection_is_a_quick_503(settings: Settings, client_kind: str) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    configured = settings.model_copy(update={"engine_urls": [dead], "retry_max_wait_s": 0.1})
+    configured = settings.model_copy(
+        update={"engine_urls": [dead], "retry_max_wait_s": 0.1, "engine_http_client": client_kind}
+    )
     with serve_in_thread(create_app(configured)) as gateway:
         started = time.monotonic()
         response = httpx.post(f"{gateway}/v1/chat/completions", json=CHAT, timeout=30)

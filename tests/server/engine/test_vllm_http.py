@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from lorafleet.server.engine.base import Endpoint
+from lorafleet.server.engine.http import HttpxClient, Timeouts
 from lorafleet.server.engine.vllm_http import VLLMHttpEngine
 from lorafleet.server.errors import (
     ContextLengthExceededError,
@@ -16,7 +17,7 @@ from lorafleet.server.errors import (
 
 
 def engine_with(handler: httpx.MockTransport) -> VLLMHttpEngine:
-    return VLLMHttpEngine("http://engine", httpx.AsyncClient(transport=handler))
+    return VLLMHttpEngine("http://engine", HttpxClient(Timeouts(5.0, 5.0), handler))
 
 
 async def test_events_are_reassembled_whatever_the_chunking() -> None:
