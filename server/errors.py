@@ -134,10 +134,16 @@ class RateLimitError(LorafleetError):
     type = "rate_limit_error"
     default_code = "rate_limit_exceeded"
 
-    def __init__(self, message: str, *, retry_after_s: float, code: str | None = None) -> None:
-        super().__init__(
-            message, code=code, headers={"Retry-After": str(max(1, round(retry_after_s)))}
-        )
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: float,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,  # e.g. the key's x-ratelimit-* state
+    ) -> None:
+        retry_after = {"Retry-After": str(max(1, round(retry_after_s)))}
+        super().__init__(message, code=code, headers={**(headers or {}), **retry_after})
         self.retry_after_s = retry_after_s
 
 

@@ -189,7 +189,7 @@ class InferenceService:
                 param="messages",
             )
 
-    def _open_account(
+    async def _open_account(
         self, who: Principal, request: _SamplingFields, body: dict[str, Any], target: Target
     ) -> Account:
         pool = target.pool
@@ -204,7 +204,7 @@ class InferenceService:
             completion = body.get("max_tokens") or body.get("max_completion_tokens")
             prompt = len(orjson.dumps(body.get("messages") or body.get("prompt"))) // 3
             worst = (completion or pool.max_model_len or 2048) * (body.get("n") or 1)
-            account.reservation = self.limiter.acquire(who.key, prompt + worst)
+            account.reservation = await self.limiter.acquire(who.key, prompt + worst)
         return account
 
     async def handle(
@@ -224,7 +224,7 @@ class InferenceService:
         body["model"] = target.engine_model
         try:
             await self._check_context(endpoint, body, target)
-            account = self._open_account(who, request, body, target)
+            account = await self._open_account(who, request, body, target)
         except LorafleetError as exc:
             self.metrics.requests.labels(
                 self.metrics.model_label(target.label), str(exc.status)

@@ -44,6 +44,7 @@ def test_requests_per_minute(client: TestClient) -> None:
     assert statuses[0].headers["x-ratelimit-limit-requests"] == "3"
     limited = statuses[-1]
     assert int(limited.headers["retry-after"]) >= 1
+    assert limited.headers["x-ratelimit-remaining-requests"] == "0"
     assert limited.json()["error"]["type"] == "rate_limit_error"
 
 
