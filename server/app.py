@@ -30,7 +30,7 @@ from lorafleet.server.engine.supervisor import EngineSupervisor, has_cuda_device
 from lorafleet.server.engine.vllm_http import VLLMHttpEngine
 from lorafleet.server.errors import install_error_handlers
 from lorafleet.server.keys import KeyStore
-from lorafleet.server.limits import RateLimiter
+from lorafleet.server.limits import LocalRateLimiter
 from lorafleet.server.lora import AdapterManager
 from lorafleet.server.metrics import GatewayMetrics
 from lorafleet.server.middleware import (
@@ -83,7 +83,7 @@ def create_app(
         resolver = ModelResolver(pools, adapters, created=int(time.time()))
         retry = RetryPolicy(settings.retry_attempts, settings.retry_max_wait_s)
         meter = UsageMeter(registry)
-        limiter = RateLimiter()
+        limiter = LocalRateLimiter()
         limiter.load_spent(await asyncio.to_thread(meter.spent_by_key))
         service = InferenceService(
             resolver, metrics, retry, limiter=limiter, meter=meter,
