@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator
 
 import httpx
+import redis.asyncio
 from fastapi import FastAPI
 
 from lorafleet import __version__
@@ -30,7 +31,7 @@ from lorafleet.server.engine.supervisor import EngineSupervisor, has_cuda_device
 from lorafleet.server.engine.vllm_http import VLLMHttpEngine
 from lorafleet.server.errors import install_error_handlers
 from lorafleet.server.keys import KeyStore
-from lorafleet.server.limits import LocalRateLimiter
+from lorafleet.server.limits import LocalRateLimiter, RateLimiter
 from lorafleet.server.lora import AdapterManager
 from lorafleet.server.metrics import GatewayMetrics
 from lorafleet.server.middleware import (
@@ -44,6 +45,7 @@ from lorafleet.server.routes import openai, ops
 from lorafleet.server.routes import usage as usage_routes
 from lorafleet.server.serving import InferenceService, ModelResolver, RetryPolicy
 from lorafleet.server.settings import Settings
+from lorafleet.server.shared_limits import RedisRateLimiter, connect
 from lorafleet.server.usage import UsageMeter
 
 log = logging.getLogger(__name__)
@@ -83,7 +85,7 @@ def create_app(
         resolver = ModelResolver(pools, adapters, created=int(time.time()))
         retry = RetryPolicy(settings.retry_attempts, settings.retry_max_wait_s)
         meter = UsageMeter(registry)
-        limiter = LocalRateLimiter()
+        limiter, redis_client = _rate_limiter(settings, metrics)
         limiter.load_spent(await asyncio.to_thread(meter.spent_by_key))
         service = InferenceService(
             resolver, metrics, retry, limiter=limiter, meter=meter,
@@ -100,6 +102,9 @@ def create_app(
         async with contextlib.AsyncExitStack() as stack:
             stack.callback(registry.close)
             stack.push_async_callback(client.aclose)
+            if redis_client is not None:
+                stack.push_async_callback(redis_client.aclose)
+            stack.push_async_callback(limiter.flush)  # before the Redis client closes
             await _register_declared(gateway)
             if _wants_guard(settings, supervisor):
                 await asyncio.to_thread(_install_guard, gateway)
@@ -139,6 +144,17 @@ def create_app(
     app.add_middleware(HeaderLimitMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+def _rate_limiter(
+    settings: Settings, metrics: GatewayMetrics
+) -> tuple[RateLimiter, redis.asyncio.Redis | None]:
+    """Limits kept in this process, or shared by every replica through Redis (`redis_url`)."""
+    if settings.redis_url is None:
+        return LocalRateLimiter(), None
+    client = connect(settings.redis_url)
+    log.info("rate limits are shared through Redis (key prefix %s)", settings.redis_key_prefix)
+    return RedisRateLimiter(client, metrics, prefix=settings.redis_key_prefix), client
 
 
 def _wants_guard(settings: Settings, supervisor: EngineSupervisor | None) -> bool:

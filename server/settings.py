@@ -132,6 +132,11 @@ class Settings(BaseSettings):
     max_in_flight_per_model: int = Field(512, ge=1)
     usage_flush_interval_s: float = Field(5.0, gt=0)
     drain_timeout_s: float = Field(30.0, ge=0)
+    # Per-key rpm/tpm buckets and budgets shared by every gateway replica (redis://host:port/db,
+    # rediss:// for TLS). Unset: each process enforces the limits on the traffic it sees.
+    redis_url: str | None = None
+    # Prefix of the limiter's Redis keys, so several deployments can share one Redis.
+    redis_key_prefix: str = Field("lorafleet", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
 
     # --- Metrics -----------------------------------------------------------------------------
     # Adapters with their own `model` label on /metrics (first come, first served); any further
@@ -168,6 +173,15 @@ class Settings(BaseSettings):
         for url in urls:
             _URL.validate_python(url)
         return [url.rstrip("/") for url in urls]
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _check_redis_url(cls, url: Any) -> Any:
+        if url == "":
+            return None  # an empty env var or Helm value means "not shared"
+        if isinstance(url, str) and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("redis_url must start with redis://, rediss:// or unix://")
+        return url
 
     @model_validator(mode="after")
     def _check_auth(self) -> Self:

@@ -47,6 +47,9 @@ def test_env_lists(monkeypatch: pytest.MonkeyPatch) -> None:
         {"port": 0},
         {"log_level": "loud"},
         {"no_such_setting": 1},
+        {"redis_url": "http://127.0.0.1:6379"},
+        {"redis_key_prefix": "has spaces"},
+        {"metrics_max_adapter_labels": -1},
     ],
 )
 def test_bad_settings_are_refused(kwargs: dict[str, object]) -> None:
@@ -61,3 +64,16 @@ def test_unknown_keys_in_the_file_are_refused(tmp_path: Path) -> None:
         load_settings(config)
     with pytest.raises(FileNotFoundError):
         load_settings(tmp_path / "missing.yaml")
+
+
+def test_redis_is_optional(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().redis_url is None  # limits per process
+    monkeypatch.setenv("LORAFLEET_REDIS_URL", "")  # an empty Helm value means the same
+    assert Settings().redis_url is None
+    monkeypatch.setenv("LORAFLEET_REDIS_URL", "redis://redis:6379/0")
+    monkeypatch.setenv("LORAFLEET_METRICS_MAX_ADAPTER_LABELS", "500")
+    settings = Settings()
+    assert (settings.redis_url, settings.metrics_max_adapter_labels) == (
+        "redis://redis:6379/0",
+        500,
+    )
