@@ -44,6 +44,7 @@ SECRET_SETTINGS = {
     "LORAFLEET_DATABASE_URL",
     "LORAFLEET_ADMIN_KEY",
     "LORAFLEET_KEY_SECRET",
+    "LORAFLEET_REDIS_URL",
 }
 # Minimal values for the chart defaults: a registry database is the one required input.
 DEFAULT_VALUES: dict[str, Any] = {"database": {"existingSecret": "lorafleet-db"}}
@@ -459,7 +460,7 @@ def test_secrets_are_referenced_never_inlined(name: str) -> None:
     settings = gateway_settings(manifests)
     assert not SECRET_SETTINGS & set(settings)
     secrets = {s["metadata"]["name"] for s in of_kind(manifests, "Secret")}
-    external = {"lorafleet-db", "hf-token"}
+    external = {"lorafleet-db", "lorafleet-redis", "hf-token"}
     for workload in [*of_kind(manifests, "Deployment"), *of_kind(manifests, "Job")]:
         for item in container(workload).get("env", []):
             if item["name"] in SECRET_SETTINGS | {"HF_TOKEN"}:
@@ -487,6 +488,29 @@ def test_existing_auth_secret_is_used_as_is() -> None:
         "name": "my-auth",
         "key": "admin-key",
     }
+
+
+def test_redis_reaches_only_the_gateway_and_only_when_configured() -> None:
+    def redis_env(manifests: list[Manifest]) -> list[dict[str, Any]]:
+        workloads = [*of_kind(manifests, "Deployment"), *of_kind(manifests, "Job")]
+        return [
+            item
+            for workload in workloads
+            for item in container(workload).get("env", [])
+            if item["name"] == "LORAFLEET_REDIS_URL"
+        ]
+
+    assert not redis_env(rendered("defaults"))  # limits per replica
+    existing = rendered("gpu-llama3.1-70b-tp4-values.yaml")  # the trainer is on there too
+    (item,) = redis_env(existing)
+    assert item in container(gateway(existing))["env"]
+    assert item["valueFrom"]["secretKeyRef"] == {"name": "lorafleet-redis", "key": "redis-url"}
+
+    inline = render(copy.deepcopy(DEFAULT_VALUES) | {"redis": {"url": "redis://r:6379/0"}})
+    secret = named(inline, "Secret", f"{RELEASE}-lorafleet-redis")
+    assert secret["stringData"] == {"redis-url": "redis://r:6379/0"}
+    (item,) = redis_env(inline)
+    assert item["valueFrom"]["secretKeyRef"]["name"] == f"{RELEASE}-lorafleet-redis"
 
 
 def test_gateway_scales_with_an_hpa_and_keeps_one_pod_through_drains() -> None:

@@ -163,6 +163,25 @@ Refuse values that would render but not work. Included once from the gateway Dep
 {{- if .Values.database.existingSecret }}{{ .Values.database.existingSecretKey }}{{ else }}database-url{{ end -}}
 {{- end -}}
 
+{{- define "lorafleet.redis.secretName" -}}
+{{- default (printf "%s-redis" (include "lorafleet.fullname" .)) .Values.redis.existingSecret -}}
+{{- end -}}
+
+{{- define "lorafleet.redis.secretKey" -}}
+{{- if .Values.redis.existingSecret }}{{ .Values.redis.existingSecretKey }}{{ else }}redis-url{{ end -}}
+{{- end -}}
+
+{{/* The gateway's shared rate-limit store, when one is configured: a list of EnvVar. */}}
+{{- define "lorafleet.redisEnv" -}}
+{{- if or .Values.redis.existingSecret .Values.redis.url }}
+- name: LORAFLEET_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "lorafleet.redis.secretName" . }}
+      key: {{ include "lorafleet.redis.secretKey" . }}
+{{- end }}
+{{- end -}}
+
 {{- define "lorafleet.auth.secretName" -}}
 {{- default (printf "%s-auth" (include "lorafleet.fullname" .)) .Values.auth.existingSecret -}}
 {{- end -}}
