@@ -13,6 +13,7 @@ _MODULES = {
     "adapter-cold-start": "adapter_cold_start",
     "sweep": "sweep",
     "cost": "cost",
+    "fleet": "fleet",
 }
 _TOOLS = {"load": "load"}
 

@@ -27,6 +27,7 @@ def test_every_scenario_is_registered() -> None:
         "adapter-cold-start",
         "sweep",
         "cost",
+        "fleet",
     }
     for name in SCENARIO_NAMES:
         args = parse(name)
