@@ -66,6 +66,11 @@ from lorafleet.benchmarks.scenarios.base import (
     compare,
     headline_row,
 )
+from lorafleet.benchmarks.scenarios.fleet_report import (
+    failover_headline,
+    failover_section,
+    plot_failover,
+)
 
 NAME = "fleet"
 HELP = "1 vs 2 engine replicas behind one gateway: throughput, and failover when one dies"
@@ -399,101 +404,6 @@ def _save_run(ctx: BenchContext, outcome: FailoverRun, summary: dict[str, Any]) 
     path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
 
 
-def failover_headline(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """Headline rows of a failover summary (rows whose event was never seen are left out)."""
-    fails, line = summary["failures"], summary["timeline"]
-    c = summary["concurrency"]
-    workload = (
-        f"{summary['workload']}, {summary['duration_s']:.0f} s, SIGKILL of one of 2 engines at "
-        f"{line['kill']:.0f} s, lorafleet serve --replicas 2"
-    )
-    rows = [
-        headline_row(
-            f"failover (c={c}): streams on the killed replica that failed",
-            fails["streams_on_killed_replica_failed"],
-            "requests",
-            workload,
-            bar="all end with an error event",
-            meets_bar=fails["streams_on_killed_replica_truncated"] == 0,
-        ),
-        headline_row(
-            f"failover (c={c}): requests not yet streaming that failed",
-            fails["not_yet_streaming_failed"],
-            "requests",
-            workload,
-            bar="== 0 (retried on the other replica)",
-            meets_bar=fails["not_yet_streaming_failed"] == 0,
-        ),
-    ]
-    for key, measure in (
-        ("time_to_eject_s", "kill -> replica ejected by the gateway"),
-        ("time_to_healthy_s", "kill -> restarted replica marked healthy"),
-        ("time_to_serving_s", "kill -> restarted replica serving requests"),
-    ):
-        if line[key] is not None:
-            rows.append(headline_row(f"failover: {measure}", line[key], "s", workload))
-    return rows
-
-
-def failover_section(summary: dict[str, Any]) -> list[str]:
-    """Markdown lines: the timeline, requests by phase, failures by kind."""
-    line, fails = summary["timeline"], summary["failures"]
-
-    def at(key: str) -> str:
-        return "not seen" if line[key] is None else f"{line[key]:.2f}"
-
-    def since(key: str) -> str:
-        return "-" if line[key] is None else f"+{line[key]:.2f}"
-
-    lines = [
-        f"Gateway {summary['gateway']}, engines {', '.join(summary['engines'])}; killed "
-        f"{summary['victim']} (pid {summary['killed'].get('pid')}, its whole process group). "
-        f"Closed loop c={summary['concurrency']} ({summary['workload']}) for "
-        f"{summary['duration_s']:.1f} s; times from the start of the load, polled every "
-        f"{summary['plan']['poll_interval_s']:g} s.",
-        "",
-        "| event | at (s) | after the kill (s) |",
-        "|---|---|---|",
-        f"| SIGKILL of the engine's process group | {line['kill']:.2f} | - |",
-        f"| gateway marks it unhealthy (engine_ready 0) | {at('ejected')} | "
-        f"{since('time_to_eject_s')} |",
-        f"| restarted engine answers again | {at('engine_up')} | {since('time_to_engine_up_s')} |",
-        f"| gateway marks it healthy (engine_ready 1) | {at('healthy')} | "
-        f"{since('time_to_healthy_s')} |",
-        f"| restarted engine finished a request | {at('serving')} | {since('time_to_serving_s')} |",
-        "",
-        "| phase (by end time) | from (s) | to (s) | completed | failed | completed/s |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, row in summary["phases"].items():
-        rate = "-" if row["completed_per_s"] is None else f"{row['completed_per_s']:.2f}"
-        lines.append(
-            f"| {name} | {row['from_s']:.1f} | {row['to_s']:.1f} | {row['completed']} | "
-            f"{row['failed']} | {rate} |"
-        )
-    lines += [
-        "",
-        "| failed requests | " + " | ".join(failover.OUTCOMES[1:]) + " |",
-        "|---|---|---|---|",
-    ]
-    for when, counts in fails["by_timing_and_outcome"].items():
-        lines.append(
-            f"| {when} | " + " | ".join(str(counts[o]) for o in failover.OUTCOMES[1:]) + " |"
-        )
-    lines += [
-        "",
-        f"In flight at the kill: {fails['in_flight_at_kill']} requests, "
-        f"{fails['in_flight_at_kill_ok']} of them completed (those on the surviving replica). "
-        f"Streams on the killed replica that failed: {fails['streams_on_killed_replica_failed']} "
-        f"({fails['streams_on_killed_replica_error_event']} ended with an error event, "
-        f"{fails['streams_on_killed_replica_truncated']} were cut off without one). Requests not "
-        f"yet streaming that failed: {fails['not_yet_streaming_failed']}.",
-    ]
-    if fails["errors"]:
-        lines += ["", "Errors seen:", "", *[f"- `{error}`" for error in fails["errors"][:10]]]
-    return lines
-
-
 # --- plots ----------------------------------------------------------------------------------
 def plots(result: dict[str, Any], out_dir: Path) -> list[Path]:
     from lorafleet.benchmarks.plots import plot_arm_latency, plot_arm_throughput
@@ -505,54 +415,3 @@ def plots(result: dict[str, Any], out_dir: Path) -> list[Path]:
     if result.get("failover"):
         paths.append(plot_failover(result, out_dir / "failover.png"))
     return paths
-
-
-def plot_failover(result: dict[str, Any], path: Path) -> Path:
-    """Completions per second (1-s bins) with the kill, the recovery events and the failures
-    marked; below, requests/s each engine reported finishing (its own counter)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    data = result["failover"]
-    line = data["timeline"]
-    bins = data["completions_per_s"]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True)
-    top.step(range(len(bins)), bins, where="post", color="#4c72b0", label="completed req/s")
-    failures = data["failure_end_times_s"]
-    if failures:
-        top.plot(failures, [0] * len(failures), "x", color="#c44e52", label="failed request")
-    for ax in (top, bottom):
-        for key, label, color, style in (
-            ("kill", "SIGKILL", "#c44e52", "-"),
-            ("ejected", "ejected", "#dd8452", "--"),
-            ("engine_up", "engine up", "#8c8c8c", ":"),
-            ("healthy", "healthy again", "#55a868", "--"),
-            ("serving", "serving again", "#55a868", "-"),
-        ):
-            if line.get(key) is not None:
-                ax.axvline(
-                    line[key], color=color, linestyle=style, label=label if ax is top else None
-                )
-    top.set_ylabel("requests/s (client)")
-    top.legend(fontsize=8, loc="upper right")
-    for url, points in data["served_per_s"].items():
-        if points:
-            xs, ys = zip(*points, strict=True)
-            tag = " (killed)" if url == data["victim"] else ""
-            bottom.plot(xs, ys, linewidth=1, label=f"{url}{tag}")
-    bottom.set_ylabel("requests/s (engine counter)")
-    bottom.set_xlabel("seconds from the start of the load")
-    bottom.legend(fontsize=8, loc="upper right")
-    machine = result.get("machine", {})
-    fig.suptitle(
-        f"fleet failover: c={data['concurrency']}, 2 replicas, one killed\n"
-        f"{result.get('date', '')[:10]} · {machine.get('cpu_model', '?')} · "
-        f"{machine.get('usable_cpus', '?')} CPUs",
-        fontsize=10,
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

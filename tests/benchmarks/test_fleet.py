@@ -25,7 +25,7 @@ from lorafleet.benchmarks.cli import add_parser
 from lorafleet.benchmarks.datasets import RequestSpec
 from lorafleet.benchmarks.failover import Timeline, summarize
 from lorafleet.benchmarks.loadgen import LoadConfig, build_payload, run_async
-from lorafleet.benchmarks.scenarios import fleet
+from lorafleet.benchmarks.scenarios import fleet, fleet_report
 from lorafleet.benchmarks.scenarios.base import ScenarioError
 from tests.benchmarks.conftest import FakeServer
 
@@ -165,20 +165,20 @@ def outage_summary() -> dict[str, Any]:
 
 def test_failover_headline_and_section() -> None:
     summary = outage_summary()
-    rows = {row["measure"]: row for row in fleet.failover_headline(summary)}
+    rows = {row["measure"]: row for row in fleet_report.failover_headline(summary)}
     streams = rows["failover (c=16): streams on the killed replica that failed"]
     assert (streams["value"], streams["meets_bar"]) == (3, False)  # one was truncated
     assert rows["failover (c=16): requests not yet streaming that failed"]["value"] == 2
     assert rows["failover: kill -> restarted replica serving requests"]["value"] == 33.0
     assert rows["failover: kill -> replica ejected by the gateway"]["value"] == 0.5
-    text = "\n".join(fleet.failover_section(summary))
+    text = "\n".join(fleet_report.failover_section(summary))
     assert "| gateway marks it healthy (engine_ready 1) | 42.00 | +32.00 |" in text
     assert "| in flight at the kill | 1 | 2 | 1 |" in text
     summary["timeline"] |= {"serving": None, "time_to_serving_s": None}
-    rows = {row["measure"] for row in fleet.failover_headline(summary)}
+    rows = {row["measure"] for row in fleet_report.failover_headline(summary)}
     assert "failover: kill -> restarted replica serving requests" not in rows
     assert "| restarted engine finished a request | not seen | - |" in "\n".join(
-        fleet.failover_section(summary)
+        fleet_report.failover_section(summary)
     )
 
 
