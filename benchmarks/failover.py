@@ -207,21 +207,22 @@ def completions_per_second(records: Iterable[FailoverRecord], end: float) -> lis
     return bins
 
 
-def served_per_second(samples: Sequence[Sample], url: str) -> list[tuple[float, float]]:
-    """(time, requests/s) one engine finished between consecutive readable polls, from its
-    own counter; a counter that went down was restarted, so it counts from 0 again."""
-    points: list[tuple[float, float]] = []
-    previous: tuple[float, float] | None = None
+def served_per_second(samples: Sequence[Sample], url: str, end: float) -> list[float | None]:
+    """Requests one engine finished in each 1-second bin, from its own counter: each increase
+    between consecutive readable polls lands in the bin of the later poll; None for bins with no
+    such pair (the engine was down). A counter that went down was restarted: it counts from 0."""
+    bins: list[float | None] = [None] * max(1, math.ceil(end))
+    previous: float | None = None
     for sample in samples:
         value = sample.served.get(url)
         if value is None:
             previous = None
             continue
-        if previous is not None and sample.t > previous[0]:
-            delta = value - previous[1] if value >= previous[1] else value
-            points.append((sample.t, delta / (sample.t - previous[0])))
-        previous = (sample.t, value)
-    return points
+        index = min(int(sample.t), len(bins) - 1)
+        if previous is not None:
+            bins[index] = (bins[index] or 0.0) + (value - previous if value >= previous else value)
+        previous = value
+    return bins
 
 
 def summarize(

@@ -384,7 +384,8 @@ def _failover(
         "duration_s": outcome.end,
         "unfinished": outcome.unfinished,
         "served_per_s": {
-            url: failover.served_per_second(outcome.samples, url) for url in fleet.engine_urls
+            url: failover.served_per_second(outcome.samples, url, outcome.end)
+            for url in fleet.engine_urls
         },
         "metrics": compute_metrics(outcome.raw, outcome.end, percentiles=ctx.options.percentiles),
         "workload": workload.describe().replace("1024 req, ", ""),

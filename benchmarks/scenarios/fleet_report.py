@@ -3,6 +3,7 @@ summary.md, and the throughput-over-time plot (all from the JSON summary, nothin
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,31 @@ def failover_section(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+_EVENTS = (
+    ("kill", "SIGKILL", "#c44e52", "-"),
+    ("ejected", "ejected", "#dd8452", "--"),
+    ("engine_up", "engine up", "#8c8c8c", ":"),
+    ("healthy", "healthy again", "#55a868", "--"),
+    ("serving", "serving again", "#55a868", "-"),
+)
+
+
+def _histogram(times: list[float], bins: int) -> list[float]:
+    counts = [0.0] * bins
+    for moment in times:
+        counts[min(max(int(moment), 0), bins - 1)] += 1
+    return counts
+
+
+def _rates(counts: list[float], duration: float) -> list[float]:
+    """Per-second rates from 1-s bin counts; the last bin is only as wide as what is left."""
+    rates = [float(count) for count in counts]
+    tail = duration - (len(rates) - 1)
+    if rates and 0 < tail < 1:
+        rates[-1] /= tail
+    return rates
+
+
 def plot_failover(result: dict[str, Any], path: Path) -> Path:
     """Completions per second (1-s bins) with the kill, the recovery events and the failures
     marked; below, requests/s each engine reported finishing (its own counter)."""
@@ -113,34 +139,27 @@ def plot_failover(result: dict[str, Any], path: Path) -> Path:
 
     data = result["failover"]
     line = data["timeline"]
-    bins = data["completions_per_s"]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True)
-    top.step(range(len(bins)), bins, where="post", color="#4c72b0", label="completed req/s")
-    failures = data["failure_end_times_s"]
-    if failures:
-        top.plot(failures, [0] * len(failures), "x", color="#c44e52", label="failed request")
+    ok = _rates(data["completions_per_s"], data["duration_s"])
+    failed = _rates(_histogram(data["failure_end_times_s"], len(ok)), data["duration_s"])
+    edges = list(range(len(ok) + 1))
+    top.stairs(ok, edges, color="#4c72b0", linewidth=1.5, label="completed req/s")
+    if any(failed):
+        top.stairs(failed, edges, color="#c44e52", linewidth=1.5, label="failed req/s")
+    for url, served in data["served_per_s"].items():
+        rates = [math.nan if value is None else value for value in served]
+        tag = " (killed)" if url == data["victim"] else ""
+        bottom.stairs(_rates(rates, data["duration_s"]), edges[: len(rates) + 1], label=url + tag)
     for ax in (top, bottom):
-        for key, label, color, style in (
-            ("kill", "SIGKILL", "#c44e52", "-"),
-            ("ejected", "ejected", "#dd8452", "--"),
-            ("engine_up", "engine up", "#8c8c8c", ":"),
-            ("healthy", "healthy again", "#55a868", "--"),
-            ("serving", "serving again", "#55a868", "-"),
-        ):
+        for key, label, color, style in _EVENTS:
             if line.get(key) is not None:
                 ax.axvline(
                     line[key], color=color, linestyle=style, label=label if ax is top else None
                 )
-    top.set_ylabel("requests/s (client)")
-    top.legend(fontsize=8, loc="upper right")
-    for url, points in data["served_per_s"].items():
-        if points:
-            xs, ys = zip(*points, strict=True)
-            tag = " (killed)" if url == data["victim"] else ""
-            bottom.plot(xs, ys, linewidth=1, label=f"{url}{tag}")
-    bottom.set_ylabel("requests/s (engine counter)")
+        ax.legend(fontsize=8, loc="lower left")
+    top.set_ylabel("requests/s (client, 1-s bins)")
+    bottom.set_ylabel("requests/s finished by each\nengine (its own counter)")
     bottom.set_xlabel("seconds from the start of the load")
-    bottom.legend(fontsize=8, loc="upper right")
     machine = result.get("machine", {})
     fig.suptitle(
         f"fleet failover: c={data['concurrency']}, 2 replicas, one killed\n"

@@ -178,14 +178,16 @@ def test_completions_per_second() -> None:
 def test_served_per_second_survives_a_restart() -> None:
     samples = [
         Sample(0.0, served={VICTIM: 10.0}),
-        Sample(1.0, served={VICTIM: 14.0}),
-        Sample(2.0, served={VICTIM: None}),  # down
-        Sample(3.0, served={VICTIM: 0.0}),  # restarted
-        Sample(4.0, served={VICTIM: 3.0}),
-        Sample(5.0, served={VICTIM: 1.0}),  # restarted again between polls
+        Sample(0.5, served={VICTIM: 12.0}),
+        Sample(1.2, served={VICTIM: 14.0}),
+        Sample(1.7, served={VICTIM: 15.0}),
+        Sample(2.5, served={VICTIM: None}),  # down
+        Sample(3.5, served={VICTIM: 0.0}),  # restarted
+        Sample(4.5, served={VICTIM: 3.0}),
+        Sample(5.5, served={VICTIM: 1.0}),  # restarted again between polls
     ]
-    assert served_per_second(samples, VICTIM) == [(1.0, 4.0), (4.0, 3.0), (5.0, 1.0)]
-    assert served_per_second(samples, OTHER) == []
+    assert served_per_second(samples, VICTIM, end=6.0) == [2.0, 3.0, None, None, 3.0, 1.0]
+    assert served_per_second(samples, OTHER, end=2.0) == [None, None]
 
 
 def test_summarize_is_json_ready() -> None:

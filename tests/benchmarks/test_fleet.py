@@ -159,7 +159,10 @@ def outage_summary() -> dict[str, Any]:
         "plan": {"poll_interval_s": 0.25},
         "duration_s": 50.0,
         "workload": "random in=64 out=32 tok, c=16, completions",
-        "served_per_s": {VICTIM: [(1.0, 2.0), (2.0, 3.0)], "http://127.0.0.1:8102": []},
+        "served_per_s": {
+            VICTIM: [2.0, None, 3.0] + [1.0] * 47,
+            "http://127.0.0.1:8102": [4.0] * 50,
+        },
     }
 
 
