@@ -64,6 +64,7 @@ class VllmOptions:
     max_lora_rank: int = 16
     lora_modules: tuple[tuple[str, str], ...] = ()  # (name, path) preloaded at start
     extra_args: tuple[str, ...] = ()
+    extra_env: tuple[tuple[str, str], ...] = ()
 
 
 def find_free_port(
@@ -123,6 +124,7 @@ def vllm_engine(
         "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
         "VLLM_CPU_KVCACHE_SPACE": _gib(options.kv_cache_gib),
         "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+        **dict(options.extra_env),
     }
     return ProcessSpec(
         name=name, argv=argv, port=port, ready_path="/health", env=env, ready_timeout_s=900.0

@@ -25,6 +25,7 @@ from lorafleet.adapters.guard import write_guard_adapter
 from lorafleet.adapters.registration import register_adapter
 from lorafleet.adapters.registry import AdapterRegistry
 from lorafleet.server.deps import Gateway, Lifecycle
+from lorafleet.server.engine import cpu_lora_ops
 from lorafleet.server.engine.http import HttpClient, Timeouts, make_client
 from lorafleet.server.engine.pool import EnginePool
 from lorafleet.server.engine.supervisor import EngineSupervisor, has_cuda_device
@@ -160,8 +161,15 @@ def _rate_limiter(
 def _wants_guard(settings: Settings, supervisor: EngineSupervisor | None) -> bool:
     if settings.base_guard != "auto":
         return settings.base_guard == "on"
-    # Local CPU engines are known to need it; cluster engines may be GPUs: opt in there.
-    return settings.engine_enable_lora and supervisor is not None and not has_cuda_device()
+    # Local CPU engines run from this install, so they get lorafleet's grouped LoRA ops, which
+    # leave base rows alone (server/engine/cpu_lora_ops.py); switched off, the guard is needed.
+    # Cluster engines may be GPUs or stock vLLM CPU images: opt in there.
+    return (
+        settings.engine_enable_lora
+        and supervisor is not None
+        and not has_cuda_device()
+        and not cpu_lora_ops.enabled()
+    )
 
 
 def _install_guard(gateway: Gateway) -> None:

@@ -12,7 +12,8 @@ Roles: `lora-engine` (vLLM started with --enable-lora), `base-engine` (vLLM with
 `gateway` (lorafleet fronting lora-engine, with POST /v1/adapters). With --via gateway the
 adapters are registered through the gateway's admin API; a gateway without it (404) is reported
 as such. With --via engine they are loaded into the engine (--lora-modules at start, or
-/v1/load_lora_adapter for a given engine).
+/v1/load_lora_adapter for a given engine). With --compare-upstream-ops, `upstream-lora-engine`
+runs vLLM's own CPU LoRA ops (lorafleet's grouped ops switched off) for a before/after.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ from lorafleet.benchmarks.scenarios.base import (
     compare,
     headline_row,
 )
+
+# server/engine/cpu_lora_ops.py's switch (not imported: that module imports torch).
+CPU_LORA_OPS_SWITCH = "LORAFLEET_CPU_LORA_OPS"
 
 NAME = "lora-overhead"
 HELP = "base vs one adapter vs N adapters mixed; base with LoRA enabled vs disabled"
@@ -62,6 +66,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-len", type=int, default=64)
     parser.add_argument("--output-len", type=int, default=32)
     parser.add_argument("--skip-lora-off", action="store_true", help="no engine without LoRA")
+    parser.add_argument(
+        "--compare-upstream-ops",
+        action="store_true",
+        help="also run base and one adapter on an engine with vLLM's own CPU LoRA ops "
+        "(LORAFLEET_CPU_LORA_OPS=0): before/after for lorafleet's grouped ops",
+    )
 
 
 def counts(args: argparse.Namespace) -> list[int]:
@@ -112,14 +122,15 @@ def run(ctx: BenchContext, args: argparse.Namespace) -> dict[str, Any]:
     adapters = make_adapters(
         ctx.model_dir(), ctx.adapter_dir, ns[-1], args.rank, targets, ctx.options.seed, tag=ctx.tag
     )
-    serve_url, off_url = _engines(ctx, args, ns, adapters)
-    return _arms(ctx, args, ns, adapters, serve_url, off_url)
+    serve_url, off_url, upstream_url = _engines(ctx, args, ns, adapters)
+    return _arms(ctx, args, ns, adapters, serve_url, off_url, upstream_url)
 
 
 def _engines(
     ctx: BenchContext, args: argparse.Namespace, ns: list[int], adapters: list[tuple[str, Path]]
-) -> tuple[str, str | None]:
-    """(URL that serves the LoRA arms, URL of the LoRA-off engine or None)."""
+) -> tuple[str, str | None, str | None]:
+    """URLs: the one that serves the LoRA arms, the LoRA-off engine (or None), and the engine
+    on vLLM's own CPU LoRA ops (or None)."""
     preload = tuple((n, str(p)) for n, p in adapters) if args.via == "engine" else ()
     lora_options = replace(
         ctx.options.engine,
@@ -135,18 +146,25 @@ def _engines(
     off_url = None if args.skip_lora_off else ctx.given("base-engine")
     if not args.skip_lora_off and not off_url:
         off_url = ctx.start_engine(name="base-engine").url
+    upstream_url = ctx.given("upstream-lora-engine")
+    if args.compare_upstream_ops and not upstream_url:
+        upstream = replace(lora_options, extra_env=((CPU_LORA_OPS_SWITCH, "0"),))
+        upstream_url = ctx.start_engine(upstream, name="upstream-lora-engine").url
     ctx.stack.wait_ready()
     if args.via == "engine":
         if given_lora:
             load_into_engine(lora_url, adapters)
-        return lora_url, off_url
+        return lora_url, off_url, upstream_url
     serve_url = ctx.given("gateway")
     if not serve_url:
         serve_url = ctx.start_gateway([lora_url]).url
         if off_url:  # the LoRA-off arm goes through a gateway too, so only LoRA differs
             off_url = ctx.start_gateway([off_url], name="gateway-lora-off").url
     register_via_gateway(serve_url, adapters, ctx.options.served_model_name)
-    return serve_url, off_url
+    if upstream_url:
+        upstream_url = ctx.start_gateway([upstream_url], name="gateway-upstream-ops").url
+        register_via_gateway(upstream_url, adapters, ctx.options.served_model_name)
+    return serve_url, off_url, upstream_url
 
 
 def _arms(
@@ -156,6 +174,7 @@ def _arms(
     adapters: list[tuple[str, Path]],
     serve_url: str,
     off_url: str | None,
+    upstream_url: str | None,
 ) -> dict[str, Any]:
     model = ctx.options.served_model_name
     workload = Workload(
@@ -182,6 +201,16 @@ def _arms(
         for n in ns
     }
     arms += list(by_n.values())
+    upstream = (
+        (
+            Arm("base, LoRA enabled, vLLM CPU ops", upstream_url, model, workload),
+            Arm("1 adapter, vLLM CPU ops", upstream_url, model, workload, adapters=(names[0],)),
+        )
+        if upstream_url
+        else None
+    )
+    if upstream:
+        arms += list(upstream)
     ctx.run_arms(arms)
     desc = workload.describe() + f", rank {args.rank} on {','.join(targets_label(args))}"
     comparisons, headline = [], []
@@ -229,6 +258,29 @@ def _arms(
             comparisons.append(
                 compare("one adapter / base (LoRA disabled)", by_n[1], off, "output_throughput")
             )
+    if upstream and 1 in by_n:
+        before = compare(
+            "one adapter / base, vLLM's CPU LoRA ops",
+            upstream[1],
+            upstream[0],
+            "output_throughput",
+        )
+        speedup = compare(
+            "one adapter: lorafleet grouped ops / vLLM's CPU ops",
+            by_n[1],
+            upstream[1],
+            "output_throughput",
+        )
+        comparisons += [before, speedup]
+        headline.append(
+            headline_row(
+                f"one adapter / base model with vLLM's own CPU LoRA ops (before lorafleet's "
+                f"grouped ops; c={args.concurrency})",
+                before,
+                "x",
+                desc,
+            )
+        )
     if off:
         enabled = compare("base with LoRA enabled / disabled", base_on, off, "output_throughput")
         comparisons.append(enabled)
