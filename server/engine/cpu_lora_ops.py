@@ -40,26 +40,85 @@ log = logging.getLogger("vllm.plugins.lorafleet_cpu_lora_ops")
 ENV_SWITCH = "LORAFLEET_CPU_LORA_OPS"
 
 
+class _Plan:
+    """How a step's tokens split over adapters. vLLM calls the ops for every LoRA layer and
+    slice of a step with the same indices, so the split is worked out once per step: the cache
+    holds the last plan and its indices, compared by value (cheap: one token index each)."""
+
+    def __init__(self, indices: torch.Tensor) -> None:
+        self.indices = indices.clone()
+        present = [int(i) for i in indices.unique().tolist()]  # type: ignore[no-untyped-call]
+        self.adapters = [i for i in present if i >= 0]
+        # The one adapter every row uses (no row selection needed), if there is one.
+        self.single = present[0] if len(present) == 1 and present[0] >= 0 else None
+        self.rows = [(indices == i).nonzero().squeeze(1) for i in self.adapters]
+        self.base_rows = (indices < 0).unsqueeze(1)
+        self.positions = indices.new_ones(indices.shape[0]).cumsum(0) - 1
+        self.slots = indices.clamp(min=0)
+
+
+class _PlanCache:
+    def __init__(self) -> None:
+        self._last: _Plan | None = None
+        self._exploded: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def plan(self, indices: torch.Tensor) -> _Plan:
+        last = self._last
+        if (
+            last is None
+            or last.indices.shape != indices.shape
+            or not bool((last.indices == indices).all())
+        ):
+            last = self._last = _Plan(indices)
+        return last
+
+    def explode(self, lora_indices: torch.Tensor, seq_lens: torch.Tensor) -> torch.Tensor:
+        """Per-sequence adapter indices to per-token ones (the same tensor again while the
+        step's metadata is unchanged, so `plan` hits its cache)."""
+        cached = self._exploded
+        if (
+            cached is not None
+            and cached[0].shape == lora_indices.shape
+            and cached[1].shape == seq_lens.shape
+            and bool((cached[0] == lora_indices).all())
+            and bool((cached[1] == seq_lens).all())
+        ):
+            return cached[2]
+        exploded = lora_indices.repeat_interleave(seq_lens)
+        self._exploded = (lora_indices.clone(), seq_lens.clone(), exploded)
+        return exploded
+
+
+# One cache per vLLM worker process (the ops are plain functions called by vLLM).
+_CACHE = _PlanCache()
+
+
 def _lora_product(
     inputs: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor, dtype: torch.dtype
-) -> torch.Tensor:
-    """Row t of the result is `inputs[t] @ weights[indices[t]].T`, or zeros when indices[t] < 0.
+) -> torch.Tensor | None:
+    """Row t of the result is `inputs[t] @ weights[indices[t]].T`, zeros where indices[t] < 0;
+    None when no row has an adapter.
 
     `weights` is vLLM's stacked layout: [max_loras, 1, out, in] or [max_loras, out, in]."""
     if weights.dim() == 4:
         weights = weights.squeeze(1)
+    if indices.numel() == 0:
+        return None
+    plan = _CACHE.plan(indices)
+    if not plan.adapters:
+        return None
     inputs = inputs.to(dtype)
-    if indices.numel() > 0:
-        first = int(indices[0])
-        if bool((indices == first).all()):  # the common case: one adapter (or none) in the batch
-            if first >= 0:
-                return inputs @ weights[first].to(dtype).t()
-            return inputs.new_zeros((inputs.shape[0], weights.shape[1]))
-    out = inputs.new_zeros((inputs.shape[0], weights.shape[1]))
-    for index in indices.unique().tolist():  # type: ignore[no-untyped-call]
-        if index < 0:
-            continue  # no adapter on these rows
-        rows = (indices == index).nonzero().squeeze(1)
+    if plan.single is not None:  # the common case: one adapter for the whole batch
+        return inputs @ weights[plan.single].to(dtype).t()
+    slots, out_dim = weights.shape[0], weights.shape[1]
+    if len(plan.adapters) > 2 and out_dim * slots <= 1024:
+        # A narrow product (LoRA A: out_dim is the rank): every slot at once, [T, in] @
+        # [in, slots*rank], then each row keeps its own block. Cheaper than a loop over adapters.
+        full = inputs @ weights.reshape(slots * out_dim, -1).to(dtype).t()
+        picked = full.view(inputs.shape[0], slots, out_dim)[plan.positions, plan.slots]
+        return picked.masked_fill_(plan.base_rows, 0.0)
+    out = inputs.new_zeros((inputs.shape[0], out_dim))
+    for index, rows in zip(plan.adapters, plan.rows, strict=True):
         out.index_copy_(0, rows, inputs.index_select(0, rows) @ weights[index].to(dtype).t())
     return out
 
@@ -72,6 +131,9 @@ def bgmv_shrink(
     scaling: float = 1.0,
 ) -> None:
     outputs = _lora_product(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
+    if outputs is None:
+        output_tensor[:, : _out_dim(lora_b_weights)] = 0.0
+        return
     output_tensor[:, : outputs.shape[1]] = scaling * outputs
 
 
@@ -83,6 +145,11 @@ def bgmv_expand(
     add_inputs: bool = True,
 ) -> None:
     outputs = _lora_product(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
+    if outputs is None:
+        if not add_inputs:
+            common = min(_out_dim(lora_b_weights), output_tensor.shape[1])
+            output_tensor[:, :common] = 0.0
+        return
     limit = output_tensor.shape[0]
     if outputs.shape[0] == 1 and output_tensor.shape[0] != 1:
         limit = 1
@@ -104,14 +171,22 @@ def bgmv_expand_slice(
     add_inputs: bool = True,
 ) -> None:
     outputs = _lora_product(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
+    if outputs is None:
+        if not add_inputs:
+            output_tensor[:, slice_offset : slice_offset + slice_size] = 0.0
+        return
     if add_inputs:
         output_tensor[:, slice_offset : slice_offset + slice_size] += outputs
     else:
         output_tensor[:, slice_offset : slice_offset + slice_size] = outputs
 
 
+def _out_dim(weights: torch.Tensor) -> int:
+    return int(weights.shape[-2])
+
+
 def _explode(lora_indices: torch.Tensor, seq_lens: torch.Tensor) -> torch.Tensor:
-    return lora_indices.repeat_interleave(seq_lens)
+    return _CACHE.explode(lora_indices, seq_lens)
 
 
 def sgmv_shrink(

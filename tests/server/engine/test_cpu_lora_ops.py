@@ -24,8 +24,10 @@ def stacked(rows: int, cols: int, *, four_d: bool = True) -> torch.Tensor:
     "indices",
     [
         [2] * 7,  # one adapter: the fast path
-        [0, 1, 1, 3, 0, 2, 2],  # several adapters
-        [1, -1, 1, -1, -1, 3, 1],  # base rows mixed in
+        [0, 1, 1, 3, 0, 2, 2],  # several adapters: a dense A product over every slot
+        [0, -1, 1, 2, -1, 3, 0],  # ... with base rows
+        [1, -1, 1, -1, -1, 3, 1],  # two adapters and base rows: a product per adapter
+        [i % 5 - 1 for i in range(200)],  # many tokens
         [-1] * 5,  # no adapter at all
     ],
 )
@@ -105,3 +107,17 @@ def test_the_plugin_is_declared_and_patches_the_cpu_wrapper(
     grouped.register()
     for name, op in grouped.OPS.items():
         assert getattr(punica_cpu, name) is op
+
+
+def test_a_reused_index_tensor_changed_in_place_is_not_served_a_stale_plan() -> None:
+    """vLLM updates its index buffers in place between steps; the per-step plan must follow."""
+    torch.manual_seed(2)
+    x, lora_a = torch.randn(4, HIDDEN), stacked(RANK, HIDDEN)
+    index = torch.tensor([0, 0, 0, 0])
+    for values in ([0, 0, 0, 0], [1, 2, 3, -1], [3, 3, -1, -1], [1, 2, 3, -1]):
+        index.copy_(torch.tensor(values))
+        got = torch.zeros(4, RANK)
+        grouped.bgmv_shrink(x, lora_a, got, index, 1.0)
+        for row, slot in enumerate(values):
+            want = torch.zeros(RANK) if slot < 0 else x[row] @ lora_a[slot, 0].t()
+            torch.testing.assert_close(got[row], want)
