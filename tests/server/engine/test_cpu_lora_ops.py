@@ -28,6 +28,7 @@ def stacked(rows: int, cols: int, *, four_d: bool = True) -> torch.Tensor:
         [0, -1, 1, 2, -1, 3, 0],  # ... with base rows
         [1, -1, 1, -1, -1, 3, 1],  # two adapters and base rows: a product per adapter
         [i % 5 - 1 for i in range(200)],  # many tokens
+        [0] * 100 + [1, 2, -1, 3],  # very uneven groups
         [-1] * 5,  # no adapter at all
     ],
 )
