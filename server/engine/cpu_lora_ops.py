@@ -61,6 +61,25 @@ class _PlanCache:
     def __init__(self) -> None:
         self._last: _Plan | None = None
         self._exploded: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._live: dict[tuple[int, int, tuple[int, ...]], frozenset[int]] = {}
+
+    def live_slots(self, weights: torch.Tensor) -> frozenset[int] | None:
+        """Adapter slots whose weights in this stacked tensor are not all zero, or None when
+        unknown. vLLM wraps every projection (qkv, o, gate_up, down) whatever the adapters
+        target, and zero-fills the slots of modules an adapter leaves alone: their product is
+        zero and is skipped. Cached per tensor and its version counter, which every in-place
+        write (an adapter loaded into a slot) bumps."""
+        version = getattr(weights, "_version", None)
+        if not isinstance(version, int):
+            return None
+        key = (weights.data_ptr(), version, tuple(weights.shape))
+        live = self._live.get(key)
+        if live is None:
+            if len(self._live) > 4096:  # stale versions of tensors, after many adapter loads
+                self._live.clear()
+            flags = weights.reshape(weights.shape[0], -1).ne(0).any(dim=1).tolist()
+            live = self._live[key] = frozenset(i for i, flag in enumerate(flags) if flag)
+        return live
 
     def plan(self, indices: torch.Tensor) -> _Plan:
         last = self._last
@@ -105,13 +124,15 @@ def _lora_product(
     if indices.numel() == 0:
         return None
     plan = _CACHE.plan(indices)
-    if not plan.adapters:
-        return None
+    live = _CACHE.live_slots(weights)
+    adapters = [a for a in plan.adapters if live is None or a in live]
+    if not adapters:
+        return None  # no row has an adapter, or none of theirs touches this module
     inputs = inputs.to(dtype)
     if plan.single is not None:  # the common case: one adapter for the whole batch
         return inputs @ weights[plan.single].to(dtype).t()
     slots, out_dim = weights.shape[0], weights.shape[1]
-    if len(plan.adapters) > 2 and out_dim * slots <= 1024:
+    if len(adapters) > 2 and out_dim * slots <= 1024:
         # A narrow product (LoRA A: out_dim is the rank): every slot at once, [T, in] @
         # [in, slots*rank], then each row keeps its own block. Cheaper than a loop over adapters.
         full = inputs @ weights.reshape(slots * out_dim, -1).to(dtype).t()
@@ -119,6 +140,8 @@ def _lora_product(
         return picked.masked_fill_(plan.base_rows, 0.0)
     out = inputs.new_zeros((inputs.shape[0], out_dim))
     for index, rows in zip(plan.adapters, plan.rows, strict=True):
+        if live is not None and index not in live:
+            continue
         out.index_copy_(0, rows, inputs.index_select(0, rows) @ weights[index].to(dtype).t())
     return out
 

@@ -122,3 +122,18 @@ def test_a_reused_index_tensor_changed_in_place_is_not_served_a_stale_plan() -> 
         for row, slot in enumerate(values):
             want = torch.zeros(RANK) if slot < 0 else x[row] @ lora_a[slot, 0].t()
             torch.testing.assert_close(got[row], want)
+
+
+def test_zero_slots_are_skipped_until_an_adapter_is_written_into_them() -> None:
+    """vLLM zero-fills the slots of modules an adapter does not target; loading an adapter
+    writes into the stacked tensor in place, which the skip must notice."""
+    torch.manual_seed(3)
+    x, lora_a = torch.randn(3, HIDDEN), torch.zeros(MAX_LORAS, 1, RANK, HIDDEN)
+    index = torch.tensor([1, 2, 1])
+    got = torch.full((3, RANK), 7.0)
+    grouped.bgmv_shrink(x, lora_a, got, index, 1.0)
+    assert got.abs().sum() == 0  # all-zero slots: skipped, and the output still zeroed
+    lora_a[2].copy_(torch.randn(1, RANK, HIDDEN))  # "load" an adapter into slot 2, in place
+    grouped.bgmv_shrink(x, lora_a, got, index, 1.0)
+    torch.testing.assert_close(got[1], x[1] @ lora_a[2, 0].t())
+    assert got[0].abs().sum() == 0 and got[2].abs().sum() == 0
