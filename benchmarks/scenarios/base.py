@@ -44,6 +44,17 @@ class ScenarioError(RuntimeError):
     """A scenario cannot run as asked (bad targets, missing API); the message says what to do."""
 
 
+def positive_ints(text: str, flag: str) -> list[int]:
+    """A flag's comma list of positive integers ("1,32,64"); ScenarioError naming the flag."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise ScenarioError(f"{flag} {text!r}: {exc}") from exc
+    if not values or min(values) < 1:
+        raise ScenarioError(f"{flag} must be positive integers")
+    return values
+
+
 @dataclass
 class Target:
     role: str

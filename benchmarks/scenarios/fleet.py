@@ -65,6 +65,7 @@ from lorafleet.benchmarks.scenarios.base import (
     Workload,
     compare,
     headline_row,
+    positive_ints,
 )
 from lorafleet.benchmarks.scenarios.fleet_report import (
     failover_headline,
@@ -119,13 +120,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def concurrencies(args: argparse.Namespace) -> list[int]:
-    try:
-        levels = [int(c) for c in args.concurrencies.split(",") if c.strip()]
-    except ValueError as exc:
-        raise ScenarioError(f"--concurrencies {args.concurrencies!r}: {exc}") from exc
-    if not levels or min(levels) < 1:
-        raise ScenarioError("--concurrencies must be positive integers")
-    return levels
+    return positive_ints(args.concurrencies, "--concurrencies")
 
 
 def failover_plan(args: argparse.Namespace) -> FailoverPlan:

@@ -31,6 +31,7 @@ from lorafleet.benchmarks.scenarios.base import (
     Workload,
     compare,
     headline_row,
+    positive_ints,
 )
 
 NAME = "gateway-overhead"
@@ -111,13 +112,13 @@ def workload_for(args: argparse.Namespace, concurrency: int) -> Workload:
 
 
 def run(ctx: BenchContext, args: argparse.Namespace) -> dict[str, Any]:
-    pairs = [("", real_pair(ctx), [int(c) for c in args.concurrencies.split(",")])]
+    pairs = [("", real_pair(ctx), positive_ints(args.concurrencies, "--concurrencies"))]
     if args.fake:
         pairs.append(
             (
                 "fake ",
                 fake_pair(ctx, args),
-                [int(c) for c in args.fake_concurrencies.split(",")],
+                positive_ints(args.fake_concurrencies, "--fake-concurrencies"),
             )
         )
     model = ctx.options.served_model_name

@@ -33,6 +33,7 @@ from lorafleet.benchmarks.scenarios.base import (
     Workload,
     compare,
     headline_row,
+    positive_ints,
 )
 
 # server/engine/cpu_lora_ops.py's switch (not imported: that module imports torch).
@@ -75,10 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def counts(args: argparse.Namespace) -> list[int]:
-    values = sorted({int(n) for n in args.adapter_counts.split(",")})
-    if not values or values[0] < 1:
-        raise ScenarioError("--adapter-counts must be positive integers")
-    return values
+    return sorted(set(positive_ints(args.adapter_counts, "--adapter-counts")))
 
 
 def register_via_gateway(

@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from lorafleet.benchmarks import membw
-from lorafleet.benchmarks.scenarios.base import Arm, BenchContext, Workload, headline_row
+from lorafleet.benchmarks.scenarios.base import (
+    Arm,
+    BenchContext,
+    Workload,
+    headline_row,
+    positive_ints,
+)
 
 NAME = "sweep"
 HELP = "throughput-latency curve over concurrency (or request rate)"
@@ -115,7 +121,7 @@ def _workloads(args: argparse.Namespace) -> list[tuple[float, Workload]]:
                 **common,
             ),
         )
-        for c in (int(c) for c in args.concurrencies.split(","))
+        for c in positive_ints(args.concurrencies, "--concurrencies")
     ]
 
 
