@@ -45,7 +45,7 @@ class Timeouts:
 @dataclass(frozen=True)
 class HttpResponse:
     status: int
-    headers: Mapping[str, str]  # lower-case names
+    headers: Mapping[str, str]  # case-insensitive (aiohttp's and httpx's own mappings)
     content: bytes
 
 
@@ -123,7 +123,7 @@ class AiohttpClient(HttpClient):
                 method, url, data=content, headers=headers, timeout=timeout
             ) as response:
                 body = await response.read()
-        return HttpResponse(response.status, _lower(response.headers), body)
+        return HttpResponse(response.status, response.headers, body)
 
     async def stream(self, url: str, *, content: bytes, headers: Mapping[str, str]) -> HttpStream:
         with _aiohttp_errors(url):
@@ -138,7 +138,7 @@ class _AiohttpStream(HttpStream):
     def __init__(self, url: str, response: aiohttp.ClientResponse) -> None:
         self._url, self._response = url, response
         self.status = response.status
-        self.headers = _lower(response.headers)
+        self.headers = response.headers
 
     async def chunks(self) -> AsyncIterator[bytes]:
         with _aiohttp_errors(self._url, mid_stream=True):
@@ -161,17 +161,11 @@ def _aiohttp_errors(url: str, *, mid_stream: bool = False) -> Iterator[None]:
     try:
         yield
     except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-        raise EngineUnreachableError(f"engine {url} is not reachable") from exc
+        raise _unreachable(url) from exc
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        what = "stalled in the middle of a stream" if mid_stream else "did not answer in time"
-        raise EngineTimeoutError(f"engine {url} {what}") from exc
+        raise _timed_out(url, mid_stream) from exc
     except aiohttp.ClientError as exc:
-        what = "stream broke" if mid_stream else "failed"
-        raise EngineUnavailableError(f"engine {url} {what}: {exc!r}") from exc
-
-
-def _lower(headers: Mapping[str, str]) -> dict[str, str]:
-    return {name.lower(): value for name, value in headers.items()}
+        raise _broken(url, mid_stream, exc) from exc
 
 
 # --- httpx --------------------------------------------------------------------------------------
@@ -242,15 +236,30 @@ def _httpx_errors(url: str, *, mid_stream: bool = False) -> Iterator[None]:
     try:
         yield
     except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-        raise EngineUnreachableError(f"engine {url} is not reachable") from exc
+        raise _unreachable(url) from exc
     except httpx.PoolTimeout as exc:
         raise EngineUnavailableError(f"no connection to engine {url} is free") from exc
     except httpx.TimeoutException as exc:
-        what = "stalled in the middle of a stream" if mid_stream else "did not answer in time"
-        raise EngineTimeoutError(f"engine {url} {what}") from exc
+        raise _timed_out(url, mid_stream) from exc
     except httpx.HTTPError as exc:
-        what = "stream broke" if mid_stream else "failed"
-        raise EngineUnavailableError(f"engine {url} {what}: {exc!r}") from exc
+        raise _broken(url, mid_stream, exc) from exc
+
+
+# --- the errors both clients raise ---------------------------------------------------------------
+
+
+def _unreachable(url: str) -> EngineUnreachableError:
+    return EngineUnreachableError(f"engine {url} is not reachable")
+
+
+def _timed_out(url: str, mid_stream: bool) -> EngineTimeoutError:
+    what = "stalled in the middle of a stream" if mid_stream else "did not answer in time"
+    return EngineTimeoutError(f"engine {url} {what}")
+
+
+def _broken(url: str, mid_stream: bool, exc: Exception) -> EngineUnavailableError:
+    what = "stream broke" if mid_stream else "failed"
+    return EngineUnavailableError(f"engine {url} {what}: {exc!r}")
 
 
 def make_client(
