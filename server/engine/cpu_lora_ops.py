@@ -51,7 +51,7 @@ class _Plan:
         self.adapters = [i for i in present if i >= 0]
         # The one adapter every row uses (no row selection needed), if there is one.
         self.single = present[0] if len(present) == 1 and present[0] >= 0 else None
-        self.rows = [(indices == i).nonzero().squeeze(1) for i in self.adapters]
+        self.rows = {i: (indices == i).nonzero().squeeze(1) for i in self.adapters}
         self.base_rows = (indices < 0).unsqueeze(1)
         self.positions = indices.new_ones(indices.shape[0]).cumsum(0) - 1
         self.slots = indices.clamp(min=0)
@@ -124,7 +124,7 @@ def _lora_product(
     if indices.numel() == 0:
         return None
     plan = _CACHE.plan(indices)
-    live = _CACHE.live_slots(weights)
+    live = _CACHE.live_slots(weights) if plan.adapters else None
     adapters = [a for a in plan.adapters if live is None or a in live]
     if not adapters:
         return None  # no row has an adapter, or none of theirs touches this module
@@ -139,9 +139,8 @@ def _lora_product(
         picked = full.view(inputs.shape[0], slots, out_dim)[plan.positions, plan.slots]
         return picked.masked_fill_(plan.base_rows, 0.0)
     out = inputs.new_zeros((inputs.shape[0], out_dim))
-    for index, rows in zip(plan.adapters, plan.rows, strict=True):
-        if live is not None and index not in live:
-            continue
+    for index in adapters:
+        rows = plan.rows[index]
         out.index_copy_(0, rows, inputs.index_select(0, rows) @ weights[index].to(dtype).t())
     return out
 
@@ -208,10 +207,6 @@ def _out_dim(weights: torch.Tensor) -> int:
     return int(weights.shape[-2])
 
 
-def _explode(lora_indices: torch.Tensor, seq_lens: torch.Tensor) -> torch.Tensor:
-    return _CACHE.explode(lora_indices, seq_lens)
-
-
 def sgmv_shrink(
     inputs: torch.Tensor,
     lora_a_weights: torch.Tensor,
@@ -224,7 +219,7 @@ def sgmv_shrink(
     token_nums: int,
     scaling: float,
 ) -> None:
-    indices = _explode(lora_indices_tensor, seq_len_tensor)
+    indices = _CACHE.explode(lora_indices_tensor, seq_len_tensor)
     bgmv_shrink(inputs, lora_a_weights, output_tensor, indices, scaling)
 
 
@@ -240,7 +235,7 @@ def sgmv_expand(
     token_nums: int,
     add_inputs: bool = False,
 ) -> None:
-    indices = _explode(lora_indices_tensor, seq_len_tensor)
+    indices = _CACHE.explode(lora_indices_tensor, seq_len_tensor)
     bgmv_expand(inputs, lora_b_weights, output_tensor, indices, add_inputs)
 
 
@@ -258,7 +253,7 @@ def sgmv_expand_slice(
     slice_size: int,
     add_inputs: bool = False,
 ) -> None:
-    indices = _explode(lora_indices_tensor, seq_len_tensor)
+    indices = _CACHE.explode(lora_indices_tensor, seq_len_tensor)
     bgmv_expand_slice(
         inputs, lora_b_weights, output_tensor, indices, slice_offset, slice_size, add_inputs
     )
