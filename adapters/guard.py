@@ -13,6 +13,9 @@ delta of exactly zero, so their outputs equal the base model's whatever the batc
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +25,29 @@ from lorafleet.adapters.base_models import ModelInfo
 
 
 def write_guard_adapter(directory: Path, base: ModelInfo, base_model_id: str) -> Path:
-    """Write (once) a rank-1, all-zero LoRA on q_proj of every layer."""
-    if (directory / "adapter_model.safetensors").is_file():
+    """Write (once) a rank-1, all-zero LoRA on q_proj of every layer.
+
+    The directory may sit in an adapter store shared by several gateway replicas: it is built
+    under a temporary name and renamed into place, so an engine never sees it half-written.
+    """
+    if (directory / "adapter_config.json").is_file():
         return directory
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+    try:
+        os.chmod(staging, 0o755)  # engines may run as another user
+        _write(staging, base, base_model_id)
+        os.rename(staging, directory)
+    except OSError:
+        if not (directory / "adapter_config.json").is_file():
+            raise
+        # another replica renamed its copy into place first: theirs is identical
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return directory
+
+
+def _write(directory: Path, base: ModelInfo, base_model_id: str) -> None:
     in_features, out_features = base.module_shapes["q_proj"]
     tensors = {}
     for layer in range(base.num_layers):
@@ -44,4 +66,3 @@ def write_guard_adapter(directory: Path, base: ModelInfo, base_model_id: str) ->
         "bias": "none",
     }
     (directory / "adapter_config.json").write_text(json.dumps(config, indent=2))
-    return directory

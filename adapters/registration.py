@@ -39,6 +39,7 @@ class ServedBase:
     model_id: str
     info: ModelInfo
     aliases: frozenset[str] = frozenset()  # other names it goes by (HF id, path)
+    max_rank: int | None = None  # its engines' --max-lora-rank, when it differs from the rules'
 
     def matches(self, name: str | None) -> bool:
         if not name:
@@ -81,10 +82,11 @@ def register_adapter(
     staging: Path | None = None
     try:
         base = _pick_base(rules.bases, base_model, fetched.path)
+        max_rank = base.max_rank or rules.max_rank
         # First pass on the source itself: it alone can see stray pickle files.
-        validate_adapter_dir(fetched.path, base=base.info, max_rank=rules.max_rank)
+        validate_adapter_dir(fetched.path, base=base.info, max_rank=max_rank)
         staging = stage_copy(fetched.path, rules.store)
-        facts = validate_adapter_dir(staging, base=base.info, max_rank=rules.max_rank)
+        facts = validate_adapter_dir(staging, base=base.info, max_rank=max_rank)
         manifest = _read_manifest(staging)
         stored = commit_to_store(staging, rules.store, facts.sha256)
         staging = None

@@ -1,6 +1,6 @@
 """The gateway application factory and its lifespan.
 
-    create_app(settings)                      cluster mode: engines at settings.engine_urls
+    create_app(settings)                      cluster mode: each model's engine_urls / discovery
     create_app(settings, supervisor=sup)      local mode: the lifespan starts and stops engines
     create_app(settings, transport=fake)      tests: engines behind an httpx transport
 
@@ -45,7 +45,7 @@ from lorafleet.server.routes import keys as key_routes
 from lorafleet.server.routes import openai, ops
 from lorafleet.server.routes import usage as usage_routes
 from lorafleet.server.serving import InferenceService, ModelResolver, RetryPolicy
-from lorafleet.server.settings import Settings
+from lorafleet.server.settings import ModelSpec, Settings
 from lorafleet.server.shared_limits import RedisRateLimiter, connect
 from lorafleet.server.usage import UsageMeter
 
@@ -58,9 +58,14 @@ def create_app(
     supervisor: EngineSupervisor | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
-    engine_urls = supervisor.urls if supervisor else settings.engine_urls
-    if not engine_urls and not settings.engine_discovery:
-        raise ValueError("no engines: set engine_urls or engine_discovery, or pass a supervisor")
+    models = settings.served_models
+    engine_urls = supervisor.urls() if supervisor else {m.name: m.engine_urls for m in models}
+    for model in models:
+        if not engine_urls.get(model.name) and not model.engine_discovery:
+            raise ValueError(
+                f"no engines for {model.name}: set its engine_urls or engine_discovery, or "
+                "pass a supervisor"
+            )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Gateway]]:
@@ -72,8 +77,10 @@ def create_app(
             ),
             transport,
         )
-        engines = [VLLMHttpEngine(url, client) for url in engine_urls]
-        pools = {settings.base_model_id: EnginePool(settings.base_model_id, list(engines))}
+        pools = {
+            m.name: EnginePool(m.name, [VLLMHttpEngine(u, client) for u in engine_urls[m.name]])
+            for m in models
+        }
         metrics = GatewayMetrics(pools, max_adapter_labels=settings.metrics_max_adapter_labels)
         registry = AdapterRegistry(settings.registry_url)
         await asyncio.to_thread(registry.migrate)
@@ -92,13 +99,13 @@ def create_app(
             resolver, metrics, retry, limiter=limiter, meter=meter,
             max_in_flight=settings.max_in_flight_per_model,
         )  # fmt: skip
-        base_model_dir = supervisor.model_dir if supervisor else None
+        model_dirs = supervisor.model_dirs if supervisor else {}
         keys = None
         if settings.admin_key is not None and settings.key_secret is not None:
             keys = KeyStore(registry, settings.key_secret.get_secret_value())
             await keys.refresh()
         gateway = Gateway(
-            settings, pools, metrics, service, adapters, base_model_dir, app.state.lifecycle, keys
+            settings, pools, metrics, service, adapters, model_dirs, app.state.lifecycle, keys
         )
         async with contextlib.AsyncExitStack() as stack:
             stack.callback(registry.close)
@@ -107,8 +114,9 @@ def create_app(
                 stack.push_async_callback(redis_client.aclose)
             stack.push_async_callback(limiter.flush)  # before the Redis client closes
             await _register_declared(gateway)
-            if _wants_guard(settings, supervisor):
-                await asyncio.to_thread(_install_guard, gateway)
+            for model in models:
+                if _wants_guard(settings, model, supervisor):
+                    await asyncio.to_thread(_install_guard, gateway, model.name)
             await adapters.refresh(force=True)
             if supervisor is not None:
                 await supervisor.start()
@@ -121,8 +129,11 @@ def create_app(
             ]
             tasks.append(asyncio.create_task(_watch_registry(gateway)))
             tasks.append(asyncio.create_task(meter.run(settings.usage_flush_interval_s)))
-            if settings.engine_discovery:
-                tasks.append(asyncio.create_task(_discover(gateway, client)))
+            tasks += [
+                asyncio.create_task(_discover(pools[m.name], m, settings, client))
+                for m in models
+                if m.engine_discovery
+            ]
             stack.push_async_callback(_cancel, tasks)
             yield {"gateway": gateway}
             gateway.lifecycle.draining = True
@@ -158,9 +169,10 @@ def _rate_limiter(
     return RedisRateLimiter(client, metrics, prefix=settings.redis_key_prefix), client
 
 
-def _wants_guard(settings: Settings, supervisor: EngineSupervisor | None) -> bool:
-    if settings.base_guard != "auto":
-        return settings.base_guard == "on"
+def _wants_guard(settings: Settings, model: ModelSpec, supervisor: EngineSupervisor | None) -> bool:
+    setting = model.base_guard or settings.base_guard
+    if setting != "auto":
+        return setting == "on"
     # Local CPU engines run from this install, so they get lorafleet's grouped LoRA ops, which
     # leave base rows alone (server/engine/cpu_lora_ops.py); switched off, the guard is needed.
     # Cluster engines may be GPUs or stock vLLM CPU images: opt in there.
@@ -172,8 +184,9 @@ def _wants_guard(settings: Settings, supervisor: EngineSupervisor | None) -> boo
     )
 
 
-def _install_guard(gateway: Gateway) -> None:
-    base = gateway.registration_rules().bases[0]
+def _install_guard(gateway: Gateway, model_id: str) -> None:
+    # In the shared adapter store, so engines in other pods can load it from the same path.
+    base = next(b for b in gateway.registration_rules().bases if b.model_id == model_id)
     directory = gateway.settings.store_dir / "_base-guard" / base.model_id
     gateway.adapters.set_guard(
         base.model_id, write_guard_adapter(directory, base.info, base.model_id)
@@ -218,15 +231,14 @@ async def _watch_registry(gateway: Gateway) -> None:
                     await gateway.adapters.reconcile(replica)
 
 
-async def _discover(gateway: Gateway, client: HttpClient) -> None:
-    """Resolve the headless Service names to pod IPs, now and every `discovery_interval_s`."""
-    settings = gateway.settings
-    pool = gateway.pools[settings.base_model_id]
+async def _discover(
+    pool: EnginePool, model: ModelSpec, settings: Settings, client: HttpClient
+) -> None:
+    """Resolve one model's headless Service names to pod IPs, now and every
+    `discovery_interval_s` (each base model has its own Service: pools never mix)."""
     while True:
-        resolved = [await _resolve(name) for name in settings.engine_discovery]
-        urls = sorted(
-            {url for found in resolved for url in found or ()} | set(settings.engine_urls)
-        )
+        resolved = [await _resolve(name) for name in model.engine_discovery]
+        urls = sorted({url for found in resolved for url in found or ()} | set(model.engine_urls))
         # A DNS hiccup (None) keeps the current replicas rather than dropping them all.
         if None not in resolved and urls != sorted(r.url for r in pool.replicas):
             log.info("engine replicas for %s: %s", pool.base_model, ", ".join(urls) or "none")

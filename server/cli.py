@@ -2,7 +2,10 @@
 
 lorafleet serve                                   # default model, engine + gateway on :8000
 lorafleet serve --config serve.yaml --port 9000
+lorafleet serve --model smollm2-135m-instruct --model merged=runs/merged   # two base models
 lorafleet serve --engine http://10.0.0.5:8000 --served-model-name smollm2-135m-instruct
+lorafleet serve --model llama=meta-llama/Llama-3.1-8B-Instruct --engine llama=http://10.0.0.5:8000 \
+                --model qwen=Qwen/Qwen2.5-7B-Instruct --engine qwen=http://10.0.0.6:8000
 """
 
 from __future__ import annotations
@@ -11,11 +14,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from lorafleet.server.engine.supervisor import EngineSupervisor
-    from lorafleet.server.settings import Settings
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +24,15 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--config", type=Path, help="YAML settings file (flags override it)")
     parser.add_argument("--host", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="bind port (default 8000)")
-    parser.add_argument("--model", help="local mode: model id, Hugging Face id or directory")
     parser.add_argument(
-        "--engine", action="append", dest="engine_urls", metavar="URL",
-        help="cluster mode: URL of a running vLLM engine (repeatable); starts no engine",
+        "--model", action="append", dest="models", metavar="[NAME=]SOURCE",
+        help="a base model to serve (repeatable): default id, Hugging Face id or directory, "
+        "served as NAME (default: SOURCE's last part); local mode starts its engines",
+    )  # fmt: skip
+    parser.add_argument(
+        "--engine", action="append", dest="engines", metavar="[NAME=]URL",
+        help="cluster mode: URL of a running vLLM engine of base model NAME (repeatable); "
+        "starts no engine",
     )  # fmt: skip
     parser.add_argument("--served-model-name", help="base model id clients send as `model`")
     parser.add_argument("--replicas", type=int, help="local mode: engine processes to run")
@@ -47,14 +51,13 @@ def main(args: argparse.Namespace) -> int:
             args.config,
             host=args.host,
             port=args.port,
-            model=args.model,
-            engine_urls=args.engine_urls,
             served_model_name=args.served_model_name,
             replicas=args.replicas,
             log_level=args.log_level,
             log_format=args.log_format,
+            **model_flags(args.models or [], args.engines or []),
         )
-    except (ValidationError, FileNotFoundError) as exc:
+    except (ValidationError, FileNotFoundError, ValueError) as exc:
         print(f"lorafleet serve: invalid settings:\n{exc}", file=sys.stderr)
         return 2
     from lorafleet.server.runner import serve
@@ -62,41 +65,33 @@ def main(args: argparse.Namespace) -> int:
     return serve(settings)
 
 
-def build_supervisor(settings: Settings) -> EngineSupervisor:
-    from lorafleet.adapters.base_models import ModelFetchError, fetch_model
-    from lorafleet.server.engine.supervisor import (
-        EngineProcess,
-        EngineSpec,
-        EngineSupervisor,
-        has_cuda_device,
-        resolve_dtype,
-        split_cores,
-    )
+def _named(item: str) -> tuple[str | None, str]:
+    """`NAME=VALUE` -> (NAME, VALUE); a plain path, id or URL -> (None, item)."""
+    name, sep, value = item.partition("=")
+    if sep and name and not any(char in name for char in "/:"):
+        return name, value
+    return None, item
 
-    try:
-        model_dir = fetch_model(settings.model, settings.cache_dir)
-    except ModelFetchError as exc:
-        raise SystemExit(f"lorafleet serve: {exc}") from exc
-    cores: list[str | None] = [settings.engine_cpu_threads] * settings.replicas
-    if settings.engine_cpu_threads is None and not has_cuda_device():
-        cores = list(split_cores(settings.replicas))
-    processes = []
-    for index in range(settings.replicas):
-        spec = EngineSpec(
-            model_dir=model_dir,
-            served_model_name=settings.base_model_id,
-            host=settings.engine_host,
-            port=settings.engine_port_base + index,
-            dtype=resolve_dtype(settings.engine_dtype),
-            max_model_len=settings.engine_max_model_len,
-            max_num_seqs=settings.engine_max_num_seqs,
-            kv_cache_gib=settings.engine_kv_cache_gib,
-            enable_lora=settings.engine_enable_lora,
-            max_loras=settings.engine_max_loras,
-            max_lora_rank=settings.engine_max_lora_rank,
-            cpu_threads=cores[index],
-            extra_args=tuple(settings.engine_extra_args),
-            log_level="INFO" if settings.log_level == "debug" else "WARNING",
-        )
-        processes.append(EngineProcess(spec, f"engine-{index}", settings.engine_restart_backoff_s))
-    return EngineSupervisor(processes)
+
+def model_flags(models: list[str], engines: list[str]) -> dict[str, Any]:
+    """Settings from repeatable `--model [NAME=]SOURCE` and `--engine [NAME=]URL` flags.
+
+    Without any NAME=, one `--model` and plain `--engine` URLs keep their single-model meaning
+    (`model`, `engine_urls`). Otherwise they become the `models` list, in order of appearance.
+    """
+    parsed_models = [_named(item) for item in models]
+    parsed_engines = [_named(item) for item in engines]
+    if len(models) <= 1 and all(name is None for name, _ in parsed_models + parsed_engines):
+        return {"model": models[0] if models else None, "engine_urls": engines or None}
+    from lorafleet.server.settings import model_name_for
+
+    specs: dict[str, dict[str, Any]] = {}
+    for name, source in parsed_models:
+        specs.setdefault(name or model_name_for(source), {})["source"] = source
+    for name, url in parsed_engines:
+        if name is None:
+            if len(specs) != 1:
+                raise ValueError(f"--engine {url}: several models are served, write NAME={url}")
+            name = next(iter(specs))
+        specs.setdefault(name, {}).setdefault("engine_urls", []).append(url)
+    return {"models": [{"name": name, **spec} for name, spec in specs.items()]}

@@ -38,7 +38,9 @@ class Gateway:
     metrics: GatewayMetrics
     service: InferenceService
     adapters: AdapterManager
-    base_model_dir: Path | None = None  # local mode knows it; cluster mode fetches config
+    # Base model id -> its weights directory: local mode knows them; cluster mode fetches
+    # config.json (from the model's source) on first use.
+    model_dirs: dict[str, Path] = field(default_factory=dict)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     keys: KeyStore | None = None  # None: auth is off (no admin key configured)
 
@@ -47,14 +49,23 @@ class Gateway:
         return self.lifecycle.draining
 
     @cached_property
-    def _served_base(self) -> ServedBase:
-        # Validation needs the base model's architecture (config.json) only.
-        path = self.base_model_dir or fetch_model_config(
-            self.settings.model, self.settings.cache_dir
-        )
-        return ServedBase(
-            self.settings.base_model_id, model_info(path), frozenset({self.settings.model})
-        )
+    def _served_bases(self) -> tuple[ServedBase, ...]:
+        # Validation needs each base model's architecture (config.json) only.
+        settings = self.settings
+        bases = []
+        for spec in settings.served_models:
+            path = self.model_dirs.get(spec.name) or fetch_model_config(
+                spec.weights, settings.cache_dir
+            )
+            bases.append(
+                ServedBase(
+                    spec.name,
+                    model_info(path),
+                    frozenset({spec.weights}),
+                    max_rank=settings.max_lora_rank_for(spec),
+                )
+            )
+        return tuple(bases)
 
     def registration_rules(self) -> RegistrationRules:
         """Blocking on first use (it may read or fetch the base model's config)."""
@@ -66,7 +77,7 @@ class Gateway:
             s3_endpoint_url=settings.s3_endpoint_url,
         )
         return RegistrationRules(
-            policy, settings.store_dir, (self._served_base,), settings.engine_max_lora_rank
+            policy, settings.store_dir, self._served_bases, settings.engine_max_lora_rank
         )
 
 

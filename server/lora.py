@@ -38,6 +38,7 @@ from lorafleet.server.errors import EngineError, EngineTimeoutError, LorafleetEr
 from lorafleet.server.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
+GUARD_SOURCE = "lorafleet:base-guard"
 
 
 class LoadState(StrEnum):
@@ -138,7 +139,8 @@ class AdapterManager:
         self.load_timeout_s = load_timeout_s
         self.max_per_replica = max_per_replica
         self.snapshot = Snapshot(generation=-1, adapters={})
-        self.guard: AdapterVersion | None = None  # see lorafleet.adapters.guard
+        # Base model id -> its base guard (see lorafleet.adapters.guard), for pools that need one.
+        self.guards: dict[str, AdapterVersion] = {}
         self._placements: dict[str, OrderedDict[str, Placement]] = {}  # replica url -> name@v
 
     # --- desired state -----------------------------------------------------------------------
@@ -177,15 +179,18 @@ class AdapterManager:
     def set_guard(self, base_model_id: str, path: Path) -> None:
         """Route base requests through the all-zero adapter at `path` (engine name
         `<base>@0`: no client can ask for it, registry names never equal a base id)."""
-        self.guard = AdapterVersion(
-            name=base_model_id, version=0, source="lorafleet:base-guard", path=str(path),
+        self.guards[base_model_id] = AdapterVersion(
+            name=base_model_id, version=0, source=GUARD_SOURCE, path=str(path),
             sha256="0" * 64, base_model=base_model_id, rank=1, alpha=1.0,
             target_modules=("q_proj",), size_bytes=0, state=REGISTERED, created_at=time.time(),
         )  # fmt: skip
 
     def guard_for(self, base_model_id: str) -> AdapterVersion | None:
-        guard = self.guard
-        return guard if guard is not None and guard.base_model == base_model_id else None
+        return self.guards.get(base_model_id)
+
+    @staticmethod
+    def is_guard(version: AdapterVersion) -> bool:
+        return version.source == GUARD_SOURCE
 
     def servable(self) -> list[AdapterVersion]:
         """The alias targets: what `/v1/models` lists."""
@@ -259,7 +264,9 @@ class AdapterManager:
             idle = [
                 name
                 for name, p in placements.items()
-                if p.in_flight == 0 and p.state != LoadState.LOADING and p.version is not self.guard
+                if p.in_flight == 0
+                and p.state != LoadState.LOADING
+                and not self.is_guard(p.version)
             ]
             if not idle:
                 return  # every adapter is busy: go over budget rather than fail requests
@@ -278,20 +285,7 @@ class AdapterManager:
     # --- reconcile ---------------------------------------------------------------------------
     async def reconcile(self, replica: Replica) -> None:
         """Bring one replica in line with the registry and with what the engine really holds."""
-        placements = self.placements(replica)
-        # Versions no longer wanted: drain, then unload once idle.
-        for engine_name, placement in list(placements.items()):
-            if placement.version is self.guard:
-                continue  # the base guard stays as long as the engine does
-            wanted = self.lookup(engine_name)
-            current = self.lookup(placement.version.name)
-            if wanted is None or (current is not None and current.engine_name != engine_name):
-                if placement.in_flight == 0 and placement.state != LoadState.LOADING:
-                    await self._unload(
-                        replica, engine_name, "removed" if wanted is None else "drained"
-                    )
-                elif placement.state == LoadState.READY:
-                    placement.state = LoadState.DRAINING
+        await self._retire_unwanted(replica)
         if not replica.healthy:
             return
         try:
@@ -299,28 +293,66 @@ class AdapterManager:
         except LorafleetError:
             return
         on_engine = {card["id"] for card in cards if card.get("parent")}
+        await self._reload_forgotten(replica, on_engine)
+        await self._ensure_guard(replica)
+        await self._adopt_or_unload_strays(replica, on_engine)
+
+    async def _retire_unwanted(self, replica: Replica) -> None:
+        """Versions removed, or no longer the alias target: drain, then unload once idle."""
+        placements = self.placements(replica)
         for engine_name, placement in list(placements.items()):
-            if placement.state == LoadState.READY and engine_name not in on_engine:
-                # The engine restarted and forgot it: load it again now, not on the next request.
-                log.info("engine %s forgot %s; reloading", replica.url, engine_name)
-                placements.pop(engine_name)
-                self.metrics.gone(placement, replica.url)
-                try:
-                    await self.ensure_loaded(placement.version, replica)
-                except LorafleetError as exc:
-                    log.warning("reloading %s failed: %s", engine_name, exc)
-        if self.guard is not None and self.guard.engine_name not in placements:
-            try:  # load the guard before any adapter request can share a batch with the base
-                await self.ensure_loaded(self.guard, replica)
+            if self.is_guard(placement.version):
+                continue  # the base guard stays as long as the engine does
+            wanted = self.lookup(engine_name)
+            current = self.lookup(placement.version.name)
+            if wanted is not None and (current is None or current.engine_name == engine_name):
+                continue
+            if placement.in_flight == 0 and placement.state != LoadState.LOADING:
+                reason = "removed" if wanted is None else "drained"
+                await self._unload(replica, engine_name, reason)
+            elif placement.state == LoadState.READY:
+                placement.state = LoadState.DRAINING
+
+    async def _reload_forgotten(self, replica: Replica, on_engine: set[str]) -> None:
+        """The engine restarted and forgot adapters: load them again now, not on the next
+        request."""
+        placements = self.placements(replica)
+        for engine_name, placement in list(placements.items()):
+            if placement.state != LoadState.READY or engine_name in on_engine:
+                continue
+            log.info("engine %s forgot %s; reloading", replica.url, engine_name)
+            placements.pop(engine_name)
+            self.metrics.gone(placement, replica.url)
+            try:
+                await self.ensure_loaded(placement.version, replica)
             except LorafleetError as exc:
-                log.warning("loading the base guard on %s failed: %s", replica.url, exc)
-        for engine_name in on_engine - set(placements) - {self.guard and self.guard.engine_name}:
+                log.warning("reloading %s failed: %s", engine_name, exc)
+
+    async def _ensure_guard(self, replica: Replica) -> None:
+        """Load the replica's base guard before an adapter request can share a batch with
+        the base model."""
+        guard = self.guards.get(replica.base_model)
+        if guard is None or guard.engine_name in self.placements(replica):
+            return
+        try:
+            await self.ensure_loaded(guard, replica)
+        except LorafleetError as exc:
+            log.warning("loading the base guard on %s failed: %s", replica.url, exc)
+
+    async def _adopt_or_unload_strays(self, replica: Replica, on_engine: set[str]) -> None:
+        """Adapters on the engine that this process did not load (another gateway replica
+        did, or this one before a restart): adopt registered versions, unload removed ones."""
+        placements = self.placements(replica)
+        guard = self.guards.get(replica.base_model)
+        for engine_name in on_engine - set(placements):
+            if "@" not in engine_name or (guard and engine_name == guard.engine_name):
+                continue
             version = self.lookup(engine_name)
-            if version is not None and "@" in engine_name:
-                placements[engine_name] = Placement(version, LoadState.READY)  # adopt it
+            if version is not None:
+                placements[engine_name] = Placement(version, LoadState.READY)
                 self.metrics.adopted(version.name, replica.url)
-            elif "@" in engine_name:
-                await replica.engine.unload_adapter(engine_name)  # a removed version
+            else:
+                await replica.engine.unload_adapter(engine_name)
 
     def engine_states(self, version: AdapterVersion) -> dict[str, str]:
         return {

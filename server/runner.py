@@ -10,8 +10,8 @@ from typing import Any
 import uvicorn
 
 from lorafleet.server.app import create_app
-from lorafleet.server.cli import build_supervisor
 from lorafleet.server.deps import Lifecycle
+from lorafleet.server.engine.local import build_supervisor
 from lorafleet.server.logs import configure_logging
 from lorafleet.server.settings import Settings
 
@@ -52,9 +52,9 @@ def serve(settings: Settings) -> int:
     supervisor = build_supervisor(settings) if settings.local_mode else None
     app = create_app(settings, supervisor=supervisor)
     log.info(
-        "lorafleet gateway on http://%s:%d (%s mode, base model %s)",
+        "lorafleet gateway on http://%s:%d (%s mode, base models %s)",
         settings.host, settings.port, "local" if supervisor else "cluster",
-        settings.base_model_id,
+        ", ".join(spec.name for spec in settings.served_models),
     )  # fmt: skip
     config = uvicorn.Config(
         app,

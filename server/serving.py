@@ -326,7 +326,7 @@ class InferenceService:
         if version is None or adapters is None:
             return target.pool.pick(avoid=avoid)
         replica = target.pool.pick(prefer=lambda r: adapters.holds(r, version), avoid=avoid)
-        if version is not adapters.guard:
+        if not adapters.is_guard(version):
             self.metrics.routing.labels(
                 "warm" if adapters.holds(replica, version) else "cold"
             ).inc()

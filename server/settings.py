@@ -51,6 +51,79 @@ class AdapterDeclaration(BaseModel):
     base_model: str | None = None
 
 
+_MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+def model_name_for(source: str) -> str:
+    """The id a model is served under when none is given: a directory's or HF id's last part."""
+    return source.rstrip("/").rsplit("/", 1)[-1] if "/" in source else source
+
+
+class ModelSpec(BaseModel):
+    """One base model behind the gateway: the id clients send, where its weights come from, its
+    engines (cluster mode) and any engine setting that differs from the `engine_*` defaults.
+
+    Local mode starts `replicas` engines on `source`; cluster mode serves the engines at
+    `engine_urls` / `engine_discovery` and reads only `source`'s config.json (adapter checks).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=_MODEL_NAME)
+    source: str | None = None  # default id, HF id or directory; defaults to `name`
+    engine_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    engine_discovery: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Per-model overrides of the engine_* settings (None: the gateway-wide value).
+    replicas: int | None = Field(None, ge=1, le=16)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None
+    max_model_len: int | None = Field(None, ge=128)
+    max_num_seqs: int | None = Field(None, ge=1)
+    kv_cache_gib: float | None = Field(None, gt=0)
+    max_loras: int | None = Field(None, ge=1)
+    max_lora_rank: int | None = Field(None, ge=1, le=512)
+    cpu_threads: str | None = None
+    extra_args: list[str] | None = None
+    base_guard: Literal["auto", "on", "off"] | None = None
+
+    @field_validator("engine_urls", "engine_discovery", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("engine_urls")
+    @classmethod
+    def _urls(cls, urls: list[str]) -> list[str]:
+        return _check_urls(urls)
+
+    @field_validator("engine_discovery")
+    @classmethod
+    def _discovery(cls, names: list[str]) -> list[str]:
+        return _check_discovery(names)
+
+    @property
+    def weights(self) -> str:
+        return self.source or self.name
+
+    @property
+    def remote(self) -> bool:
+        """True when its engines run elsewhere (cluster mode)."""
+        return bool(self.engine_urls or self.engine_discovery)
+
+
+def _check_urls(urls: list[str]) -> list[str]:
+    for url in urls:
+        _URL.validate_python(url)
+    return [url.rstrip("/") for url in urls]
+
+
+def _check_discovery(names: list[str]) -> list[str]:
+    for name in names:
+        host, _, port = name.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"engine_discovery entries are host:port, got {name!r}")
+    return names
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LORAFLEET_", extra="forbid", validate_default=True, frozen=True
@@ -64,6 +137,10 @@ class Settings(BaseSettings):
     access_log: bool = False
 
     # --- What is served ----------------------------------------------------------------------
+    # Several base models, one engine pool each (YAML `models:` list, env LORAFLEET_MODELS as
+    # JSON). Empty: the one model described by `model`, `served_model_name`, `engine_urls` and
+    # `engine_discovery` below.
+    models: list[ModelSpec] = Field(default_factory=list)
     # Local mode: the model to run (embedded default id, Hugging Face id, or local directory).
     model: str = DEFAULT_MODEL_ID
     # The id clients send as `model` for the base; defaults to `model` (its last path part).
@@ -156,11 +233,7 @@ class Settings(BaseSettings):
     @field_validator("engine_discovery")
     @classmethod
     def _check_discovery(cls, names: list[str]) -> list[str]:
-        for name in names:
-            host, _, port = name.rpartition(":")
-            if not host or not port.isdigit():
-                raise ValueError(f"engine_discovery entries are host:port, got {name!r}")
-        return names
+        return _check_discovery(names)
 
     @field_validator("engine_extra_args", mode="before")
     @classmethod
@@ -170,9 +243,7 @@ class Settings(BaseSettings):
     @field_validator("engine_urls")
     @classmethod
     def _check_urls(cls, urls: list[str]) -> list[str]:
-        for url in urls:
-            _URL.validate_python(url)
-        return [url.rstrip("/") for url in urls]
+        return _check_urls(urls)
 
     @field_validator("redis_url", mode="before")
     @classmethod
@@ -196,8 +267,25 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _check_cluster_mode(self) -> Self:
-        if not self.local_mode and not self.served_model_name:
+    def _check_models(self) -> Self:
+        if self.models:
+            mixed = {"served_model_name", "engine_urls", "engine_discovery"} & {
+                name for name in self.model_fields_set if getattr(self, name)
+            }
+            if mixed:
+                raise ValueError(
+                    f"models is set: give {', '.join(sorted(mixed))} per model "
+                    "(models[].engine_urls, models[].engine_discovery, models[].name)"
+                )
+            names = [spec.name for spec in self.models]
+            if len(set(names)) != len(names):
+                raise ValueError(f"models: every name must be unique, got {names}")
+            if len({spec.remote for spec in self.models}) > 1:
+                raise ValueError(
+                    "models: either every model has engine_urls/engine_discovery (cluster "
+                    "mode) or none has (local mode: the gateway starts the engines)"
+                )
+        elif not self.local_mode and not self.served_model_name:
             raise ValueError(
                 "engine_urls or engine_discovery (cluster mode) needs served_model_name: the "
                 "base model id the engines serve (vLLM --served-model-name)"
@@ -213,15 +301,33 @@ class Settings(BaseSettings):
         return self.adapter_store or self.cache_dir / "adapter-store"
 
     @property
+    def served_models(self) -> list[ModelSpec]:
+        """Every base model, one pool each: `models`, or the single model the flat fields name."""
+        if self.models:
+            return list(self.models)
+        return [
+            ModelSpec(
+                name=self.base_model_id,
+                source=self.model,
+                engine_urls=self.engine_urls,
+                engine_discovery=self.engine_discovery,
+            )
+        ]
+
+    @property
     def local_mode(self) -> bool:
         """True when this process starts and supervises its own engines."""
-        return not self.engine_urls and not self.engine_discovery
+        return not any(spec.remote for spec in self.served_models)
 
     @property
     def base_model_id(self) -> str:
-        if self.served_model_name:
-            return self.served_model_name
-        return Path(self.model).name if os.sep in self.model else self.model
+        """The first base model's id (the only one unless `models` lists several)."""
+        if self.models:
+            return self.models[0].name
+        return self.served_model_name or model_name_for(self.model)
+
+    def max_lora_rank_for(self, spec: ModelSpec) -> int:
+        return spec.max_lora_rank or self.engine_max_lora_rank
 
     @classmethod
     def settings_customise_sources(

@@ -21,7 +21,8 @@ MAX_MODEL_LEN = 2048
 
 @dataclass
 class FakeVLLM:
-    models: set[str] = field(default_factory=lambda: {MODEL})
+    base: str = MODEL  # the base model it serves (vLLM --served-model-name)
+    models: set[str] = field(default_factory=set)
     healthy: bool = True
     tokens: list[str] = field(default_factory=lambda: ["The", " capital", " is", " Paris", "."])
     refuse_connections: bool = False
@@ -34,9 +35,12 @@ class FakeVLLM:
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[httpx.Headers] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self.models = self.models or {self.base}
+
     def restart(self) -> None:
         """The engine process restarted: it forgot every adapter."""
-        self.models = {MODEL}
+        self.models = {self.base}
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
@@ -50,7 +54,7 @@ class FakeVLLM:
         if path == "/v1/models":
             data = [
                 {"id": m, "object": "model", "max_model_len": MAX_MODEL_LEN,
-                 "parent": None if m == MODEL else MODEL}
+                 "parent": None if m == self.base else self.base}
                 for m in sorted(self.models)
             ]  # fmt: skip
             return httpx.Response(200, json={"object": "list", "data": data})

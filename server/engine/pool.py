@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 @dataclass(eq=False)
 class Replica:
     engine: EngineClient
+    base_model: str = ""  # the pool's base model
     healthy: bool = False
     in_flight: int = 0
     sent: int = 0  # requests ever leased: breaks ties so idle replicas take turns
@@ -38,7 +39,7 @@ class EnginePool:
         self, base_model: str, engines: list[EngineClient], affinity_slack: int = 8
     ) -> None:
         self.base_model = base_model
-        self.replicas = [Replica(engine) for engine in engines]
+        self.replicas = [Replica(engine, base_model) for engine in engines]
         self.affinity_slack = affinity_slack
         self.max_model_len: int | None = None  # learnt from the engines' /v1/models
 
@@ -88,7 +89,9 @@ class EnginePool:
         kept = [replica for replica in self.replicas if replica.url in wanted]
         known = {replica.url for replica in kept}
         dropped = [r.engine for r in self.replicas if r.url not in wanted]
-        self.replicas = kept + [Replica(e) for url, e in wanted.items() if url not in known]
+        self.replicas = kept + [
+            Replica(e, self.base_model) for url, e in wanted.items() if url not in known
+        ]
         return dropped
 
     def mark_failed(self, replica: Replica) -> None:

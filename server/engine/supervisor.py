@@ -15,9 +15,10 @@ import logging
 import os
 import shutil
 import signal
-import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from lorafleet.server.engine.recipe import EngineRecipe, grace_period_s
 
 log = logging.getLogger(__name__)
 engine_log = logging.getLogger("lorafleet.engine")
@@ -25,43 +26,25 @@ engine_log = logging.getLogger("lorafleet.engine")
 
 @dataclass(frozen=True)
 class EngineSpec:
-    """Everything needed to start one engine process."""
+    """One local engine process: the shared vLLM recipe plus what only a local process needs
+    (core binding, CPU KV-cache size, log level, no hub access)."""
 
-    model_dir: Path
-    served_model_name: str
-    host: str
-    port: int
-    dtype: str
-    max_model_len: int
-    max_num_seqs: int
-    kv_cache_gib: float
-    enable_lora: bool
-    max_loras: int
-    max_lora_rank: int
-    cpu_threads: str | None
-    extra_args: tuple[str, ...] = ()
+    recipe: EngineRecipe
+    base_model: str  # the pool it serves (the recipe's served model name)
+    kv_cache_gib: float = 4.0
+    cpu_threads: str | None = None
     log_level: str = "WARNING"  # vLLM's own logging; INFO prints every route and step
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"http://{self.recipe.host or '127.0.0.1'}:{self.recipe.port}"
+
+    @property
+    def model_dir(self) -> Path:
+        return Path(self.recipe.model)
 
     def command(self) -> list[str]:
-        args = [
-            sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-            "--model", str(self.model_dir),
-            "--served-model-name", self.served_model_name,
-            "--host", self.host,
-            "--port", str(self.port),
-            "--dtype", self.dtype,
-            "--max-model-len", str(self.max_model_len),
-            "--max-num-seqs", str(self.max_num_seqs),
-            "--disable-uvicorn-access-log",
-        ]  # fmt: skip
-        if self.enable_lora:
-            args += ["--enable-lora", "--max-loras", str(self.max_loras)]
-            args += ["--max-lora-rank", str(self.max_lora_rank)]
-        return [*args, *self.extra_args]
+        return self.recipe.command()
 
     def environment(self, base: dict[str, str]) -> dict[str, str]:
         env = dict(base)
@@ -71,11 +54,8 @@ class EngineSpec:
             # measured fastest on 2-core machines.
             env["VLLM_CPU_OMP_THREADS_BIND"] = self.cpu_threads
             env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-        if self.enable_lora:
-            env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
+        env.update(self.recipe.environment())
         env.setdefault("VLLM_LOGGING_LEVEL", self.log_level)
-        env.setdefault("VLLM_NO_USAGE_STATS", "1")
-        env.setdefault("DO_NOT_TRACK", "1")
         env.setdefault("HF_HUB_OFFLINE", "1")
         env["PYTHONUNBUFFERED"] = "1"
         return env
@@ -174,8 +154,10 @@ class EngineProcess:
             if line:
                 engine_log.info("[%s] %s", self.name, line)
 
-    async def stop(self, grace_s: float = 30.0) -> None:
+    async def stop(self, grace_s: float | None = None) -> None:
         self._stopping = True
+        if grace_s is None:  # let vLLM drain what it still runs (--shutdown-timeout)
+            grace_s = grace_period_s(0, self.spec.recipe.shutdown_timeout_s)
         process = self._process
         if process is not None and process.returncode is None:
             _signal_group(process.pid, signal.SIGTERM)
@@ -204,12 +186,16 @@ class EngineSupervisor:
         self.processes = processes
 
     @property
-    def model_dir(self) -> Path:
-        return self.processes[0].spec.model_dir
+    def model_dirs(self) -> dict[str, Path]:
+        """Base model id -> the directory its engines load."""
+        return {p.spec.base_model: p.spec.model_dir for p in self.processes}
 
-    @property
-    def urls(self) -> list[str]:
-        return [process.spec.url for process in self.processes]
+    def urls(self) -> dict[str, list[str]]:
+        """Base model id -> its engines' URLs, in start order."""
+        urls: dict[str, list[str]] = {}
+        for process in self.processes:
+            urls.setdefault(process.spec.base_model, []).append(process.spec.url)
+        return urls
 
     async def start(self) -> None:
         for process in self.processes:

@@ -77,3 +77,52 @@ def test_redis_is_optional(monkeypatch: pytest.MonkeyPatch) -> None:
         "redis://redis:6379/0",
         500,
     )
+
+
+def test_several_models_from_yaml_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "serve.yaml"
+    config.write_text(
+        "models:\n"
+        "  - {name: smollm2-135m-instruct}\n"
+        "  - {name: merged, source: /srv/merged, replicas: 2, max_lora_rank: 8}\n"
+    )
+    settings = load_settings(config)
+    assert [m.name for m in settings.served_models] == ["smollm2-135m-instruct", "merged"]
+    assert settings.served_models[1].weights == "/srv/merged"
+    assert settings.max_lora_rank_for(settings.served_models[1]) == 8
+    assert settings.max_lora_rank_for(settings.served_models[0]) == 16
+    assert settings.local_mode
+    # Helm passes the list as JSON in LORAFLEET_MODELS.
+    monkeypatch.setenv(
+        "LORAFLEET_MODELS",
+        '[{"name": "a", "engine_discovery": ["a-pods:8000"]},'
+        ' {"name": "b", "source": "org/b", "engine_urls": "http://b:8000/"}]',
+    )
+    settings = Settings()
+    assert not settings.local_mode
+    assert settings.served_models[1].engine_urls == ["http://b:8000"]
+
+
+def test_one_model_without_a_list_is_the_flat_settings() -> None:
+    (only,) = Settings(model="/srv/m", replicas=2).served_models
+    assert (only.name, only.weights, only.replicas) == ("m", "/srv/m", None)
+
+
+@pytest.mark.parametrize(
+    "models",
+    [
+        [{"name": "a"}, {"name": "a"}],  # one pool per name
+        [{"name": "a"}, {"name": "b", "engine_urls": ["http://b:8000"]}],  # local and cluster
+        [{"name": "a/b"}],
+        [{"name": "a", "engine_discovery": ["no-port"]}],
+        [{"name": "a", "replicas": 0}],
+    ],
+)
+def test_bad_model_lists_are_refused(models: list[dict[str, object]]) -> None:
+    with pytest.raises(ValidationError):
+        Settings(models=models)  # type: ignore[arg-type]
+
+
+def test_a_model_list_with_flat_engine_settings_is_refused() -> None:
+    with pytest.raises(ValidationError, match="per model"):
+        Settings(models=[{"name": "a"}], engine_urls=["http://a:8000"])  # type: ignore[list-item]

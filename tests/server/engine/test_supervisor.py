@@ -1,33 +1,36 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from lorafleet.server.engine import supervisor
+from lorafleet.server.engine.recipe import EngineRecipe
 from lorafleet.server.engine.supervisor import EngineSpec, resolve_dtype, split_cores
 
 
-def spec(**changes: object) -> EngineSpec:
+def spec(kv_cache_gib: float = 4.0, **changes: object) -> EngineSpec:
     values: dict[str, object] = dict(
-        model_dir=Path("/m"), served_model_name="base", host="127.0.0.1", port=8100,
-        dtype="float32", max_model_len=2048, max_num_seqs=64, kv_cache_gib=4.0,
-        enable_lora=True, max_loras=4, max_lora_rank=16, cpu_threads="0-1",
+        model="/m", served_model_name="base", host="127.0.0.1", port=8100,
+        dtype="float32", max_model_len=2048, max_num_seqs=64,
+        enable_lora=True, max_loras=4, max_lora_rank=16,
     )  # fmt: skip
     values.update(changes)
-    return EngineSpec(**values)  # type: ignore[arg-type]
+    recipe = EngineRecipe(**values)  # type: ignore[arg-type]
+    return EngineSpec(recipe, "base", kv_cache_gib=kv_cache_gib, cpu_threads="0-1")
 
 
 def test_command_runs_the_vllm_module_not_the_console_script() -> None:
     command = spec().command()
     assert command[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
-    flags = dict(zip(command[3::2], command[4::2], strict=False))
+    flags = dict(arg.split("=", 1) for arg in command[3:] if "=" in arg)
     assert flags["--dtype"] == "float32"
     assert flags["--served-model-name"] == "base"
+    assert flags["--model"] == "/m"
+    assert flags["--max-lora-rank"] == "16"
+    assert flags["--host"] == "127.0.0.1" and flags["--port"] == "8100"
     assert "--enable-lora" in command
-    assert command[command.index("--max-lora-rank") + 1] == "16"
     assert "--enable-lora" not in spec(enable_lora=False).command()
     assert spec(extra_args=("--seed", "1")).command()[-2:] == ["--seed", "1"]
+    assert spec().url == "http://127.0.0.1:8100"
 
 
 def test_environment_binds_cores_and_allows_runtime_lora() -> None:

@@ -1,0 +1,76 @@
+"""Local mode: the engine processes `lorafleet serve` starts, one pool of replicas per base model.
+
+Cores are split between every engine process of every model (on a 2-core machine two engines
+get one core each), and internal ports are handed out from `engine_port_base` upwards.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lorafleet.adapters.base_models import ModelFetchError, fetch_model
+from lorafleet.server.engine.recipe import EngineRecipe
+from lorafleet.server.engine.supervisor import (
+    EngineProcess,
+    EngineSpec,
+    EngineSupervisor,
+    has_cuda_device,
+    resolve_dtype,
+    split_cores,
+)
+from lorafleet.server.settings import ModelSpec, Settings
+
+
+def engine_specs(settings: Settings, model_dirs: dict[str, Path]) -> list[EngineSpec]:
+    """One spec per engine process: each model's replicas, per-model settings over defaults."""
+    models = settings.served_models
+    counts = [spec.replicas or settings.replicas for spec in models]
+    total = sum(counts)
+    cores: list[str | None] = [settings.engine_cpu_threads] * total
+    if settings.engine_cpu_threads is None and not has_cuda_device():
+        cores = list(split_cores(total))
+    specs: list[EngineSpec] = []
+    for model, count in zip(models, counts, strict=True):
+        for _ in range(count):
+            index = len(specs)
+            specs.append(
+                EngineSpec(
+                    recipe=_recipe(settings, model, model_dirs[model.name], index),
+                    base_model=model.name,
+                    kv_cache_gib=model.kv_cache_gib or settings.engine_kv_cache_gib,
+                    cpu_threads=model.cpu_threads or cores[index],
+                    log_level="INFO" if settings.log_level == "debug" else "WARNING",
+                )
+            )
+    return specs
+
+
+def _recipe(settings: Settings, model: ModelSpec, model_dir: Path, index: int) -> EngineRecipe:
+    extra = model.extra_args if model.extra_args is not None else settings.engine_extra_args
+    return EngineRecipe(
+        model=str(model_dir),
+        served_model_name=model.name,
+        dtype=resolve_dtype(model.dtype or settings.engine_dtype),
+        max_model_len=model.max_model_len or settings.engine_max_model_len,
+        max_num_seqs=model.max_num_seqs or settings.engine_max_num_seqs,
+        enable_lora=settings.engine_enable_lora,
+        max_loras=model.max_loras or settings.engine_max_loras,
+        max_lora_rank=settings.max_lora_rank_for(model),
+        shutdown_timeout_s=int(settings.drain_timeout_s),
+        host=settings.engine_host,
+        port=settings.engine_port_base + index,
+        extra_args=tuple(extra),
+    )
+
+
+def build_supervisor(settings: Settings) -> EngineSupervisor:
+    """Fetch every model (the default one is built on first use) and plan its engines."""
+    try:
+        dirs = {m.name: fetch_model(m.weights, settings.cache_dir) for m in settings.served_models}
+    except ModelFetchError as exc:
+        raise SystemExit(f"lorafleet serve: {exc}") from exc
+    processes = [
+        EngineProcess(spec, f"engine-{index}", settings.engine_restart_backoff_s)
+        for index, spec in enumerate(engine_specs(settings, dirs))
+    ]
+    return EngineSupervisor(processes)

@@ -1,0 +1,46 @@
+"""Local mode's engine plan: one pool of processes per base model, cores and ports shared out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lorafleet.server.engine import local
+from lorafleet.server.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def _cpu_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(local, "has_cuda_device", lambda: False)
+    monkeypatch.setattr(local, "split_cores", lambda n: [str(i % 2) for i in range(n)])
+    monkeypatch.setattr(local, "resolve_dtype", lambda setting: setting)
+
+
+def test_every_model_gets_its_own_engines_with_its_own_settings() -> None:
+    settings = Settings(
+        models=[
+            {"name": "base", "source": "smollm2-135m-instruct", "replicas": 2},
+            {"name": "merged", "source": "/srv/merged", "max_lora_rank": 8, "dtype": "float32"},
+        ],
+        engine_port_base=9100,
+        engine_dtype="auto",
+    )
+    dirs = {"base": Path("/cache/base"), "merged": Path("/srv/merged")}
+    specs = local.engine_specs(settings, dirs)
+    assert [(s.base_model, s.recipe.port, s.cpu_threads) for s in specs] == [
+        ("base", 9100, "0"),
+        ("base", 9101, "1"),
+        ("merged", 9102, "0"),
+    ]
+    merged = specs[2].recipe
+    assert (merged.model, merged.served_model_name) == ("/srv/merged", "merged")
+    assert (merged.max_lora_rank, merged.dtype) == (8, "float32")
+    assert (specs[0].recipe.max_lora_rank, specs[0].recipe.dtype) == (16, "auto")
+    assert specs[0].recipe.shutdown_timeout_s == int(settings.drain_timeout_s)
+
+
+def test_one_model_from_the_flat_settings() -> None:
+    specs = local.engine_specs(Settings(replicas=2), {"smollm2-135m-instruct": Path("/m")})
+    assert [s.url for s in specs] == ["http://127.0.0.1:8100", "http://127.0.0.1:8101"]
+    assert {s.base_model for s in specs} == {"smollm2-135m-instruct"}
