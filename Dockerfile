@@ -79,7 +79,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     LORAFLEET_HOST=0.0.0.0 \
     LORAFLEET_PORT=8000 \
     LORAFLEET_CACHE_DIR=/var/lib/lorafleet/cache \
-    LORAFLEET_ADAPTER_ROOTS=/adapters
+    LORAFLEET_ADAPTER_ROOTS=/adapters \
+    LORAFLEET_ADAPTER_STORE=/adapters/store
 
 USER 10001:10001
 WORKDIR /var/lib/lorafleet

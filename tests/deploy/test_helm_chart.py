@@ -14,6 +14,7 @@ import base64
 import copy
 import importlib.util
 import json
+import os
 import re
 from functools import cache
 from pathlib import Path
@@ -24,6 +25,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from lorafleet.server.engine.recipe import EngineRecipe
 from lorafleet.server.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -152,6 +154,68 @@ def volume(deployment: Manifest, name: str) -> dict[str, Any]:
     return matches[0]
 
 
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def pool_config(values: dict[str, Any], pool: dict[str, Any]) -> dict[str, Any]:
+    """A pool as the chart sees it: the chart's engineDefaults under the file's (Helm merges
+    values deeply), then the entry's keys laid over them one level deep (lorafleet.engineConfig)."""
+    chart_defaults = yaml.safe_load((CHART / "values.yaml").read_text())["engineDefaults"]
+    defaults = _deep_merge(chart_defaults, values.get("engineDefaults", {}))
+    merged = copy.deepcopy(defaults)
+    for key, value in pool.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def recipe_for(config: dict[str, Any]) -> EngineRecipe:
+    """lorafleet's one engine recipe (server/engine/recipe.py) for a chart pool's settings."""
+    return EngineRecipe(
+        model=config["model"],
+        served_model_name=config["servedModelName"],
+        dtype=config["dtype"],
+        max_model_len=config["maxModelLen"],
+        enable_lora=True,
+        max_loras=config["maxLoras"],
+        max_lora_rank=config["maxLoraRank"],
+        max_cpu_loras=config["maxCpuLoras"] or None,
+        tensor_parallel_size=config["tensorParallelSize"],
+        pipeline_parallel_size=config["pipelineParallelSize"],
+        distributed_executor_backend=config["distributedExecutorBackend"] or None,
+        gpu_memory_utilization=config["gpuMemoryUtilization"] if config["gpus"] else None,
+        shutdown_timeout_s=config["shutdownTimeoutSeconds"],
+        port=8000,
+        extra_args=tuple(config["extraArgs"]),
+    )
+
+
+def gateway_reads(manifests: list[Manifest], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The gateway's Settings from what the chart gives its pod: ConfigMap + plain env values
+    (Secret references are given a placeholder), read by the one settings class."""
+    for key in list(os.environ):
+        if key.startswith("LORAFLEET_"):
+            monkeypatch.delenv(key)
+    env = dict(gateway_settings(manifests))
+    for item in container(gateway(manifests))["env"]:
+        env[item["name"]] = item.get("value", "x" * 40)
+    env["LORAFLEET_DATABASE_URL"] = "sqlite:////tmp/registry.db"
+    if "LORAFLEET_REDIS_URL" in env:
+        env["LORAFLEET_REDIS_URL"] = "redis://redis:6379/0"
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return Settings()
+
+
 def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(key) == value for key, value in selector.items())
 
@@ -277,33 +341,46 @@ def test_objects_are_labelled_and_namespaced_by_helm(name: str) -> None:
 # --- engines ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", CI_VALUES)
-def test_engine_pools_match_their_values(name: str) -> None:
-    values = load_values(name)
-    manifests = rendered(name)
-    deployments = {d["metadata"]["labels"]["lorafleet.io/pool"]: d for d in engines(manifests)}
-    assert set(deployments) == {pool["name"] for pool in values["engines"]}
-    for pool in values["engines"]:
-        spec = {**values.get("engineDefaults", {}), **pool}
+@pytest.mark.parametrize("name", [*CI_VALUES, "defaults"])
+def test_engine_pools_run_lorafleets_engine_recipe(name: str) -> None:
+    """One recipe for starting vLLM: every pool's command, args and environment are exactly
+    what server/engine/recipe.py makes of the same settings."""
+    values = DEFAULT_VALUES if name == "defaults" else load_values(name)
+    pools = values.get("engines") or yaml.safe_load((CHART / "values.yaml").read_text())["engines"]
+    deployments = {d["metadata"]["labels"]["lorafleet.io/pool"]: d for d in engines(rendered(name))}
+    assert set(deployments) == {pool["name"] for pool in pools}
+    for pool in pools:
+        recipe = recipe_for(pool_config(values, pool))
         vllm = container(deployments[pool["name"]])
-        args = vllm["args"]
-        assert vllm["command"] == ["vllm", "serve"]
-        assert args[0] == pool["model"]
-        assert flag(args, "served-model-name") == pool["servedModelName"]
-        assert flag(args, "port") == "8000"
-        assert "--enable-lora" in args
-        for key, option in [
-            ("tensorParallelSize", "tensor-parallel-size"),
-            ("pipelineParallelSize", "pipeline-parallel-size"),
-            ("dtype", "dtype"),
-            ("maxModelLen", "max-model-len"),
-            ("maxLoras", "max-loras"),
-            ("maxLoraRank", "max-lora-rank"),
-        ]:
-            if key in spec:
-                assert flag(args, option) == str(spec[key]), option
-        env = {e["name"]: e for e in vllm["env"]}
-        assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"]["value"] == "True"
+        assert vllm["command"] + vllm["args"] == recipe.command("python3")
+        env = {e["name"]: e.get("value") for e in vllm["env"]}
+        assert recipe.environment().items() <= env.items()
+
+
+@pytest.mark.parametrize("name", [*CI_VALUES, "defaults"])
+def test_engines_drain_within_their_grace_period(name: str) -> None:
+    """A rollout or node drain lets vLLM finish its streams: --shutdown-timeout is set, and the
+    pod's grace period covers the preStop pause, the drain and a margin."""
+    for deployment in engines(rendered(name)):
+        vllm = container(deployment)
+        drain = int(flag(vllm["args"], "shutdown-timeout") or 0)
+        assert drain >= 30
+        pause = int(vllm["lifecycle"]["preStop"]["exec"]["command"][1])
+        grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert grace >= pause + drain + 10
+
+
+@pytest.mark.parametrize("name", [*CI_VALUES, "defaults"])
+def test_rollouts_wait_for_the_startup_budget(name: str) -> None:
+    """vLLM may take the whole startupProbe budget to download and load weights, and the gateway
+    is not ready before its engines: neither rollout may be declared failed sooner."""
+    manifests = rendered(name)
+    budgets = []
+    for deployment in engines(manifests):
+        probe = container(deployment)["startupProbe"]
+        budgets.append(probe["periodSeconds"] * probe["failureThreshold"])
+        assert deployment["spec"]["progressDeadlineSeconds"] > budgets[-1]
+    assert gateway(manifests)["spec"]["progressDeadlineSeconds"] > max(budgets)
 
 
 @pytest.mark.parametrize("name", GPU_VALUES)
@@ -332,7 +409,7 @@ def test_the_8b_pool_runs_two_single_gpu_replicas() -> None:
     (deployment,) = engines(rendered("gpu-llama3.1-8b-values.yaml"))
     assert deployment["spec"]["replicas"] == 2
     assert container(deployment)["resources"]["limits"]["nvidia.com/gpu"] == 1
-    assert container(deployment)["args"][0] == "meta-llama/Llama-3.1-8B-Instruct"
+    assert flag(container(deployment)["args"], "model") == "meta-llama/Llama-3.1-8B-Instruct"
 
 
 def test_cpu_demo_engine_uses_the_cpu_image_and_no_gpu() -> None:
@@ -362,6 +439,10 @@ def test_engines_mount_shm_model_cache_and_the_adapter_store(name: str) -> None:
     manifests = rendered(name)
     store = mount_path(gateway(manifests), "adapters")
     assert gateway_settings(manifests)["LORAFLEET_ADAPTER_ROOTS"] == store
+    # The gateway copies validated adapters into its store and tells engines to load from there:
+    # the store must be on the shared volume, not the pod's scratch space.
+    adapter_store = Path(gateway_settings(manifests)["LORAFLEET_ADAPTER_STORE"])
+    assert adapter_store.is_relative_to(store)
     for deployment in engines(manifests):
         assert mount_path(deployment, "dshm") == "/dev/shm"
         assert volume(deployment, "dshm")["emptyDir"]["medium"] == "Memory"
@@ -377,10 +458,14 @@ def test_engines_mount_shm_model_cache_and_the_adapter_store(name: str) -> None:
 
 
 def test_model_weights_come_from_the_hub_not_the_image() -> None:
-    for deployment in engines(rendered("gpu-llama3.1-8b-values.yaml")):
+    manifests = rendered("gpu-llama3.1-8b-values.yaml")
+    for deployment in engines(manifests):
         env = {e["name"]: e for e in container(deployment)["env"]}
         assert env["HF_HOME"]["value"].startswith("/models")
         assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hf-token", "key": "token"}
+    # The gateway reads the gated model's config.json to validate adapters: it needs the token.
+    env = {e["name"]: e for e in container(gateway(manifests))["env"]}
+    assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hf-token", "key": "token"}
 
 
 # --- the gateway ------------------------------------------------------------------------------
@@ -431,27 +516,86 @@ def test_gateway_settings_are_the_contracts_names(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", CI_VALUES)
-def test_gateway_discovers_every_pool_through_its_headless_service(name: str) -> None:
+def test_gateway_discovers_every_pool_through_its_headless_service(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     values = load_values(name)
     manifests = rendered(name)
-    settings = gateway_settings(manifests)
+    settings = gateway_reads(manifests, monkeypatch)
     services = {s["metadata"]["name"]: s for s in of_kind(manifests, "Service")}
-    targets = settings["LORAFLEET_ENGINE_DISCOVERY"].split(",")
-    assert len(targets) == len(values["engines"])
-    for target, deployment in zip(targets, engines(manifests), strict=True):
+    models = settings.served_models
+    assert [m.name for m in models] == [pool["servedModelName"] for pool in values["engines"]]
+    assert not settings.local_mode
+    for model, pool, deployment in zip(models, values["engines"], engines(manifests), strict=True):
+        (target,) = model.engine_discovery
         host, port = target.rsplit(":", 1)
         service_name, namespace, *_ = host.split(".")
         assert (namespace, port) == (NAMESPACE, "8000")
         service = services[service_name]
         assert service["spec"]["clusterIP"] == "None"
         assert selects(service["spec"]["selector"], pod_labels(deployment))
-    served = [pool["servedModelName"] for pool in values["engines"]]
-    assert settings["LORAFLEET_SERVED_MODEL_NAME"] == ",".join(served)
-    ranks = [
-        pool.get("maxLoraRank", values.get("engineDefaults", {}).get("maxLoraRank", 64))
-        for pool in values["engines"]
-    ]
-    assert settings["LORAFLEET_ENGINE_MAX_LORA_RANK"] == str(min(ranks))
+        config = pool_config(values, pool)
+        assert settings.max_lora_rank_for(model) == config["maxLoraRank"]
+        assert model.weights == config["model"]
+
+
+def test_two_pools_are_two_base_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each pool is its own base model for the gateway (never one pool named "m,n")."""
+    values = _with(
+        engines=[
+            {"name": "llama", "model": "meta-llama/Llama-3.1-8B-Instruct",
+             "servedModelName": "llama-3.1-8b", "maxLoraRank": 64},
+            {"name": "merged", "model": "/models/merged", "servedModelName": "merged",
+             "maxLoraRank": 16},
+        ],
+    )  # fmt: skip
+    values["gateway"] = {"externalModels": [
+        {"name": "llama-405b", "source": "meta-llama/Llama-3.1-405B-Instruct",
+         "engineUrls": ["http://vllm-405b-leader:8000"]},
+    ]}  # fmt: skip
+    manifests = render(values)
+    settings = gateway_reads(manifests, monkeypatch)
+    llama, merged, big = settings.served_models
+    assert (llama.name, merged.name, big.name) == ("llama-3.1-8b", "merged", "llama-405b")
+    assert llama.engine_discovery != merged.engine_discovery
+    assert big.engine_urls == ["http://vllm-405b-leader:8000"] and not big.engine_discovery
+    assert settings.max_lora_rank_for(llama) == 64 and settings.max_lora_rank_for(merged) == 16
+    # A model given as a path in the pool's cache: the gateway mounts that cache read-only.
+    app = gateway(manifests)
+    assert merged.weights.startswith(mount_path(app, "models-merged") + "/")
+    assert volume(app, "models-merged")["persistentVolumeClaim"]["readOnly"] is True
+
+
+@pytest.mark.parametrize(
+    ("gpus", "cpu_lora_ops", "guard"), [(0, False, "on"), (0, True, "off"), (1, False, "off")]
+)
+def test_cpu_pools_without_the_engine_plugin_get_the_base_guard(
+    gpus: int, cpu_lora_ops: bool, guard: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """vLLM's own CPU LoRA ops answer base requests batched with adapter requests with an
+    adapter applied (docs/design/base-guard.md): such pools route base traffic through the guard."""
+    pool = {"name": "a", "model": "m", "servedModelName": "m", "gpus": gpus,
+            "tensorParallelSize": 1, "cpuLoraOps": cpu_lora_ops}  # fmt: skip
+    if gpus and cpu_lora_ops:
+        pytest.skip("refused by the chart")
+    (model,) = gateway_reads(render(_with(engines=[pool])), monkeypatch).served_models
+    assert model.base_guard == guard
+
+
+def test_the_cpu_demo_answers_base_requests_through_the_guard(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (model,) = gateway_reads(rendered("cpu-demo-values.yaml"), monkeypatch).served_models
+    assert model.base_guard == "on"
+
+
+def test_ingress_publishes_inference_routes_only() -> None:
+    values = _with(gateway={"ingress": {"enabled": True, "hosts": ["llm.example.com"]}})
+    (ingress,) = of_kind(render(values), "Ingress")
+    paths = {p["path"] for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]}
+    assert paths == {"/v1/chat/completions", "/v1/completions", "/v1/models"}
+    for private in ("/metrics", "/v1/adapters", "/v1/keys", "/v1/usage", "/docs"):
+        assert not any(private.startswith(path) for path in paths)
 
 
 @pytest.mark.parametrize("name", [*CI_VALUES, "defaults"])
@@ -699,6 +843,62 @@ def _with(**changes: Any) -> dict[str, Any]:
         ),
         ({}, "database"),
         (_with(database={"url": "sqlite:////var/lib/lorafleet/registry.db"}), "SQLite"),
+        (
+            _with(
+                engines=[
+                    {"name": "a", "model": "m", "servedModelName": "m"},
+                    {"name": "b", "model": "n", "servedModelName": "m"},
+                ]
+            ),
+            "one pool per base model",
+        ),
+        (_with(engines=[{"name": "a", "model": "/data/m", "servedModelName": "m"}]), "/models/"),
+        (
+            _with(
+                engines=[
+                    {
+                        "name": "a",
+                        "model": "/models/m",
+                        "servedModelName": "m",
+                        "modelCache": {"enabled": False},
+                    }
+                ]
+            ),
+            "modelCache.enabled",
+        ),
+        (
+            _with(
+                engines=[
+                    {
+                        "name": "a",
+                        "model": "/models/m",
+                        "servedModelName": "m",
+                        "modelCache": {"accessModes": ["ReadWriteOnce"]},
+                    }
+                ]
+            ),
+            "ReadWriteMany",
+        ),
+        (
+            _with(
+                engines=[{"name": "a", "model": "m", "servedModelName": "m", "cpuLoraOps": True}]
+            ),
+            "cpuLoraOps",
+        ),
+        (
+            _with(gateway={"ingress": {"enabled": True, "hosts": ["h"], "paths": ["/"]}}),
+            "admin or metrics",
+        ),
+        (
+            _with(
+                gateway={
+                    "externalModels": [
+                        {"name": "llama-3.1-8b-instruct", "engineUrls": ["http://x:8000"]}
+                    ]
+                }
+            ),
+            "served twice",
+        ),
     ],
     ids=[
         "gpus-not-tp-times-pp",
@@ -707,6 +907,13 @@ def _with(**changes: Any) -> dict[str, Any]:
         "cpu-lora-cache-below-max-loras",
         "no-database",
         "sqlite-with-replicas",
+        "two-pools-one-model",
+        "model-path-outside-the-cache",
+        "model-path-without-a-cache",
+        "model-path-in-a-cache-the-gateway-cannot-mount",
+        "cpu-ops-on-a-gpu-pool",
+        "ingress-publishes-admin-routes",
+        "external-model-served-twice",
     ],
 )
 def test_chart_refuses_values_that_cannot_work(values: dict[str, Any], message: str) -> None:
@@ -735,6 +942,5 @@ def test_pool_entries_override_defaults_key_by_key_including_zero_and_false() ->
     assert "replicas" not in pools["gpu"]["spec"] and pools["cpu"]["spec"]["replicas"] == 1
     (scaled,) = of_kind(manifests, "ScaledObject")
     assert scaled["spec"]["maxReplicaCount"] == 6  # defaults kept beside the entry's keys
-    settings = gateway_settings(manifests)
-    assert settings["LORAFLEET_SERVED_MODEL_NAME"] == "m,n"
-    assert len(settings["LORAFLEET_ENGINE_DISCOVERY"].split(",")) == 2
+    models = json.loads(gateway_settings(manifests)["LORAFLEET_MODELS"])
+    assert [(m["name"], m["base_guard"]) for m in models] == [("m", "off"), ("n", "on")]

@@ -117,12 +117,17 @@ Refuse values that would render but not work. Included once from the gateway Dep
 */}}
 {{- define "lorafleet.validate" -}}
 {{- $names := list -}}
+{{- $served := list -}}
 {{- range .Values.engines -}}
 {{- $e := include "lorafleet.engineConfig" (dict "root" $ "engine" .) | fromYaml -}}
 {{- if has $e.name $names -}}
 {{- fail (printf "engines: the pool name %q is used twice" $e.name) -}}
 {{- end -}}
 {{- $names = append $names $e.name -}}
+{{- if has $e.servedModelName $served -}}
+{{- fail (printf "engines[%s]: servedModelName %q is used by another pool: one pool per base model" $e.name $e.servedModelName) -}}
+{{- end -}}
+{{- $served = append $served $e.servedModelName -}}
 {{- $parallel := mul (int $e.tensorParallelSize) (int $e.pipelineParallelSize) -}}
 {{- if and (gt (int $e.gpus) 0) (ne (int $e.gpus) (int $parallel)) -}}
 {{- fail (printf "engines[%s]: gpus (%d) must equal tensorParallelSize x pipelineParallelSize (%d); a pod cannot span nodes, see docs/deploy.md for multi-node" $e.name (int $e.gpus) (int $parallel)) -}}
@@ -130,12 +135,35 @@ Refuse values that would render but not work. Included once from the gateway Dep
 {{- if and (gt (int $e.maxCpuLoras) 0) (lt (int $e.maxCpuLoras) (int $e.maxLoras)) -}}
 {{- fail (printf "engines[%s]: maxCpuLoras (%d) must be 0 or at least maxLoras (%d)" $e.name (int $e.maxCpuLoras) (int $e.maxLoras)) -}}
 {{- end -}}
+{{- if and (hasPrefix "/" $e.model) (not (hasPrefix "/models/" $e.model)) -}}
+{{- fail (printf "engines[%s]: model %q: a local path must lie in the model cache volume, under /models/" $e.name $e.model) -}}
+{{- end -}}
+{{- if and (hasPrefix "/models/" $e.model) (not $e.modelCache.enabled) -}}
+{{- fail (printf "engines[%s]: model %q is a path in the model cache, but modelCache.enabled is false (the pod would see an empty /models)" $e.name $e.model) -}}
+{{- end -}}
+{{- if and (hasPrefix "/models/" $e.model) (not $e.modelCache.existingClaim) (not (or (has "ReadWriteMany" $e.modelCache.accessModes) (has "ReadOnlyMany" $e.modelCache.accessModes))) -}}
+{{- fail (printf "engines[%s]: model %q is a path in the model cache: the gateway mounts that cache too (to read config.json), so it needs ReadWriteMany or ReadOnlyMany (or an existingClaim that allows it)" $e.name $e.model) -}}
+{{- end -}}
+{{- if and (gt (int $e.gpus) 0) $e.cpuLoraOps -}}
+{{- fail (printf "engines[%s]: cpuLoraOps is for CPU pools (gpus: 0)" $e.name) -}}
+{{- end -}}
 {{- if lt (mul (int $e.startupProbe.periodSeconds) (int $e.startupProbe.failureThreshold)) 600 -}}
 {{- fail (printf "engines[%s]: the startupProbe budget (periodSeconds x failureThreshold) must be at least 600 s: vLLM loads weights before /health answers" $e.name) -}}
 {{- end -}}
 {{- end -}}
-{{- if and (not .Values.engines) (not .Values.gateway.externalEngineUrls) -}}
-{{- fail "no engines: list at least one pool in engines or an URL in gateway.externalEngineUrls" -}}
+{{- range .Values.gateway.externalModels -}}
+{{- if has .name $served -}}
+{{- fail (printf "gateway.externalModels: the base model %q is served twice" .name) -}}
+{{- end -}}
+{{- $served = append $served .name -}}
+{{- end -}}
+{{- if not $served -}}
+{{- fail "no engines: list at least one pool in engines or a model in gateway.externalModels" -}}
+{{- end -}}
+{{- range .Values.gateway.ingress.paths -}}
+{{- if and (not $.Values.gateway.ingress.exposeAdminRoutes) (or (eq . "/") (hasPrefix "/v1/adapters" .) (hasPrefix "/v1/keys" .) (hasPrefix "/v1/usage" .) (hasPrefix "/metrics" .) (hasPrefix "/docs" .) (hasPrefix "/openapi" .)) -}}
+{{- fail (printf "gateway.ingress.paths: %q would publish admin or metrics routes; list inference paths only, or set gateway.ingress.exposeAdminRoutes" .) -}}
+{{- end -}}
 {{- end -}}
 {{- if not (or .Values.database.existingSecret .Values.database.url) -}}
 {{- fail "database: set database.existingSecret (or database.url): the adapter registry needs a database" -}}
@@ -145,14 +173,70 @@ Refuse values that would render but not work. Included once from the gateway Dep
 {{- end -}}
 {{- end -}}
 
-{{/* The engine pools' headless Services as host:port, comma-separated (LORAFLEET_ENGINE_DISCOVERY). */}}
-{{- define "lorafleet.engineDiscovery" -}}
-{{- $hosts := list -}}
-{{- range .Values.engines -}}
-{{- $name := include "lorafleet.engine.headlessName" (dict "root" $ "engine" .) -}}
-{{- $hosts = append $hosts (printf "%s.%s.svc.%s:8000" $name $.Release.Namespace $.Values.clusterDomain) -}}
+{{/*
+Where the gateway reads a pool's config.json (to validate adapters): a Hugging Face id as is;
+a path in the pool's model cache (/models/...) under the cache's read-only mount in the gateway.
+Call with (dict "root" $ "engine" $e) where $e is the merged pool config.
+*/}}
+{{- define "lorafleet.gatewayModelSource" -}}
+{{- if hasPrefix "/models/" .engine.model -}}
+{{- printf "/pool-models/%s/%s" .engine.name (trimPrefix "/models/" .engine.model) -}}
+{{- else -}}
+{{- .engine.model -}}
 {{- end -}}
-{{- join "," $hosts -}}
+{{- end -}}
+
+{{/*
+The base guard for a pool: vLLM's own CPU LoRA ops give base rows of mixed batches an
+adapter (docs/design/base-guard.md), so CPU pools without lorafleet's engine plugin route base
+requests through an all-zero adapter; GPU kernels and the plugin need none.
+*/}}
+{{- define "lorafleet.baseGuard" -}}
+{{- if and (eq (int .gpus) 0) (not .cpuLoraOps) }}on{{ else }}off{{ end -}}
+{{- end -}}
+
+{{/* LORAFLEET_MODELS: one entry per base model, as JSON (server/settings.py ModelSpec). */}}
+{{- define "lorafleet.gatewayModels" -}}
+{{- $models := list -}}
+{{- range .Values.engines -}}
+{{- $ctx := dict "root" $ "engine" . -}}
+{{- $e := include "lorafleet.engineConfig" $ctx | fromYaml -}}
+{{- $headless := include "lorafleet.engine.headlessName" $ctx -}}
+{{- $models = append $models (dict
+      "name" $e.servedModelName
+      "source" (include "lorafleet.gatewayModelSource" (dict "root" $ "engine" $e))
+      "engine_discovery" (list (printf "%s.%s.svc.%s:8000" $headless $.Release.Namespace $.Values.clusterDomain))
+      "max_lora_rank" (int $e.maxLoraRank)
+      "base_guard" (include "lorafleet.baseGuard" $e)) -}}
+{{- end -}}
+{{- range .Values.gateway.externalModels -}}
+{{- $models = append $models (dict "name" .name "source" (default .name .source) "engine_urls" .engineUrls) -}}
+{{- end -}}
+{{- toJson $models -}}
+{{- end -}}
+
+{{/* The adapter store: on the shared adapter volume, the same path in every pod. */}}
+{{- define "lorafleet.adapterStore.path" -}}
+{{- printf "%s/store" (trimSuffix "/" .Values.adapterStore.mountPath) -}}
+{{- end -}}
+
+{{/*
+A pool's engine pods, from `kubectl rollout` to ready: the startupProbe budget. Rollouts must
+not be reported failed before it ends (progressDeadlineSeconds).
+*/}}
+{{- define "lorafleet.engine.startupBudget" -}}
+{{- mul (int .startupProbe.periodSeconds) (int .startupProbe.failureThreshold) -}}
+{{- end -}}
+
+{{/* The longest startup budget of all pools: the gateway is not ready before its engines. */}}
+{{- define "lorafleet.engines.maxStartupBudget" -}}
+{{- $max := 0 -}}
+{{- range .Values.engines -}}
+{{- $e := include "lorafleet.engineConfig" (dict "root" $ "engine" .) | fromYaml -}}
+{{- $budget := int (include "lorafleet.engine.startupBudget" $e) -}}
+{{- if gt $budget $max }}{{ $max = $budget }}{{ end -}}
+{{- end -}}
+{{- $max -}}
 {{- end -}}
 
 {{- define "lorafleet.database.secretName" -}}
