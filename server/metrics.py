@@ -115,6 +115,19 @@ class GatewayMetrics:
             ["base_model", "engine"],
             registry=self.registry,
         )
+        # Join it on `model` to see any per-model series by base model (group_left(base_model)).
+        self.model_base = Gauge(
+            "lorafleet:model_base_model",
+            "1 for each `model` label value and the base model it runs on.",
+            ["model", "base_model"],
+            registry=self.registry,
+        )
+        self.pool_in_flight = Gauge(
+            "lorafleet:pool_requests_in_flight",
+            "Requests in flight on a base model's engine pool (adapters included).",
+            ["base_model"],
+            registry=self.registry,
+        )
 
     def model_label(self, model: str) -> str:
         """The bounded `model` label for a base model or adapter name (see `ModelLabels`)."""

@@ -28,7 +28,14 @@ async def ready(gateway: GatewayDep) -> Response:
 
 @router.get("/metrics")
 async def metrics(gateway: GatewayDep) -> Response:
+    metrics = gateway.metrics
     for pool in gateway.pools.values():
+        metrics.pool_in_flight.labels(pool.base_model).set(pool.in_flight)
+        metrics.model_base.labels(pool.base_model, pool.base_model).set(1)
         for replica in pool.replicas:
-            gateway.metrics.engine_ready.labels(pool.base_model, replica.url).set(replica.healthy)
-    return Response(gateway.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+            metrics.engine_ready.labels(pool.base_model, replica.url).set(replica.healthy)
+    for name in metrics.models.admitted:
+        version = gateway.adapters.lookup(name)
+        if version is not None:
+            metrics.model_base.labels(name, version.base_model).set(1)
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)

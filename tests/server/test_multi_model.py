@@ -149,3 +149,19 @@ def test_base_guard_per_model(settings: Settings, base_model_dir: Path, tiny_dir
     assert not fleet["tiny-0"].loads
     guard_dir = Path(fleet["smol-0"].loads[0]["lora_path"])
     assert guard_dir.parent == two.store_dir / "_base-guard"  # in the (shared) store
+
+
+def test_metrics_carry_the_base_model(
+    client: TestClient, adapter_root: Path, tiny_dir: Path
+) -> None:
+    tiny_adapter = make_lora_dir(adapter_root / "t", model_info(tiny_dir), rank=8)
+    add = client.post(
+        "/v1/adapters", json={"name": "tiny-a", "source": str(tiny_adapter), "base_model": TINY}
+    )
+    assert add.status_code == 201
+    assert chat(client, "tiny-a").status_code == 200
+    text = client.get("/metrics").text
+    assert f'lorafleet:model_base_model{{base_model="{TINY}",model="tiny-a"}} 1.0' in text
+    assert f'lorafleet:model_base_model{{base_model="{MODEL}",model="{MODEL}"}} 1.0' in text
+    assert f'lorafleet:pool_requests_in_flight{{base_model="{TINY}"}} 0.0' in text
+    assert f'lorafleet:engine_ready{{base_model="{TINY}",engine="http://tiny-0:8000"}} 1.0' in text
