@@ -536,7 +536,11 @@ def test_gateway_discovers_every_pool_through_its_headless_service(
         assert selects(service["spec"]["selector"], pod_labels(deployment))
         config = pool_config(values, pool)
         assert settings.max_lora_rank_for(model) == config["maxLoraRank"]
-        assert model.weights == config["model"]
+        if config["model"].startswith("/models/"):  # the pool's cache, mounted in the gateway
+            relative = config["model"].removeprefix("/models/")
+            assert model.weights == f"/pool-models/{pool['name']}/{relative}"
+        else:
+            assert model.weights == config["model"]
 
 
 def test_two_pools_are_two_base_models(monkeypatch: pytest.MonkeyPatch) -> None:
