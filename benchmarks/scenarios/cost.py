@@ -7,7 +7,7 @@
     $ per 1M tokens = machine $/hour / (sustained tok/s * 3600) * 1e6 / utilization
 
 Output-token and blended (3 input : 1 output) prices at 100% and 40% utilization, beside every
-API in the price table (benchmarks/prices.yaml, or --prices). The machine price comes from the
+API in the price table (lorafleet/prices.yaml, or --prices). The machine price comes from the
 table (--machine) unless --dollars-per-hour overrides it. Roles: `server` (default: engine +
 gateway started here) or `engine` (a vLLM to put the gateway in front of). The model's quality
 is stated beside the prices: cheaper is not equal.
@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--prices",
         type=Path,
         default=None,
-        help="price table YAML (default: benchmarks/prices.yaml)",
+        help="price table YAML (default: lorafleet/prices.yaml)",
     )
     parser.add_argument("--utilizations", default="1.0,0.4")
     parser.add_argument("--via", choices=["gateway", "engine"], default="gateway")

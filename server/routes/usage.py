@@ -4,7 +4,7 @@
 
 `model` is the base model id or the adapter name. Each row carries what the same tokens would
 have cost at each hosted API's list price, from the dated price table `lorafleet bench` uses
-(benchmarks/prices.yaml).
+too (lorafleet/prices.yaml).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 
-from lorafleet.benchmarks.cost import load_price_table
+from lorafleet.prices import load_price_table
 from lorafleet.server.deps import GatewayDep, require_admin
 from lorafleet.server.errors import InvalidRequestError
 from lorafleet.server.usage import GROUPS

@@ -72,6 +72,23 @@ def _getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
 
 
 socket.getaddrinfo = _getaddrinfo
+
+try:  # uvicorn runs on uvloop, whose resolver is libuv's own, not socket.getaddrinfo
+    import uvloop
+
+    _uv_getaddrinfo = uvloop.Loop.getaddrinfo
+
+    async def _uv(self, host, port, *, family=0, type=0, proto=0, flags=0):
+        name = host.decode() if isinstance(host, bytes) else host
+        if _file and isinstance(name, str) and name.endswith(_suffix):
+            return _getaddrinfo(host, port, family, type, proto, flags)
+        return await _uv_getaddrinfo(
+            self, host, port, family=family, type=type, proto=proto, flags=flags
+        )
+
+    uvloop.Loop.getaddrinfo = _uv
+except ImportError:
+    pass
 '''
 
 
