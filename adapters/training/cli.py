@@ -42,7 +42,7 @@ from lorafleet.adapters.training.config import ConfigError, add_config_arguments
 
 
 def add_parser(subparsers: Any) -> None:
-    from lorafleet.adapters.training import export_cli
+    from lorafleet.adapters.training import export_cli, label_cli
 
     train = subparsers.add_parser(
         "train", help="fine-tune a LoRA/QLoRA adapter (TRL SFT)", description=__doc__,
@@ -72,6 +72,7 @@ def add_parser(subparsers: Any) -> None:
     ev.add_argument("--markdown", type=Path, help="write the Markdown table here")
     ev.set_defaults(func=eval_main)
 
+    label_cli.add_parser(subparsers)
     export_cli.add_parser(subparsers)
 
 
