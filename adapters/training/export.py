@@ -44,6 +44,7 @@ class TensorPlan:
     shape: tuple[int, ...]  # numpy (row-major) shape
     qtype: Any  # gguf.GGMLQuantizationType
     heads: int | None  # permute for rotary with this many heads (q, k projections)
+    values: Any = None  # computed here rather than read from `file` (rope_freqs)
 
 
 def read_config(model_dir: Path) -> dict[str, Any]:
@@ -56,14 +57,33 @@ def read_config(model_dir: Path) -> dict[str, Any]:
     return config
 
 
-def rope(config: dict[str, Any]) -> tuple[float, float | None]:
-    """(theta, linear scaling factor): transformers 5 nests them in `rope_parameters`."""
+def rope_parameters(config: dict[str, Any]) -> tuple[dict[str, Any], float, str]:
+    """(parameters, theta, scaling type): transformers 5 nests them in `rope_parameters`."""
     params = config.get("rope_parameters") or config.get("rope_scaling") or {}
     theta = float(params.get("rope_theta") or config.get("rope_theta") or 10000.0)
     kind = str(params.get("rope_type") or params.get("type") or "default")
-    if kind not in ("default", "linear"):
-        raise ExportError(f"rope scaling {kind!r} is not exported yet (default and linear are)")
-    return theta, float(params["factor"]) if kind == "linear" else None
+    if kind not in ("default", "linear", "llama3"):
+        raise ExportError(f"rope scaling {kind!r} is not exported (default, linear, llama3 are)")
+    return params, theta, kind
+
+
+def llama3_rope_factors(params: dict[str, Any], theta: float, head_dim: int) -> Any:
+    """Llama 3.1's rope scaling as llama.cpp takes it: per rotary frequency, the number it
+    divides that frequency by (the `rope_freqs` tensor). Long wavelengths are slowed by
+    `factor`, short ones kept, the band between interpolated smoothly."""
+    import numpy as np
+
+    factor = float(params["factor"])
+    low, high = (
+        float(params.get("low_freq_factor", 1.0)),
+        float(params.get("high_freq_factor", 4.0)),
+    )
+    context = float(params.get("original_max_position_embeddings", 8192))
+    wavelength = 2 * np.pi * theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    smooth = (context / wavelength - low) / (high - low)
+    between = 1 / ((1 - smooth) / factor + smooth)
+    short, long = wavelength < context / high, wavelength > context / low
+    return np.where(short, 1.0, np.where(long, factor, between)).astype(np.float32)
 
 
 def permute_rotary(weights: Any, heads: int) -> Any:
@@ -114,6 +134,13 @@ def plan(model_dir: Path, config: dict[str, Any], quant: str) -> list[TensorPlan
                 permute = next((n for k, n in rotary.items() if f".{k}." in source), None)
                 plans.append(TensorPlan(source, path, name, shape,
                                         tensor_type(name, shape, quant), permute))  # fmt: skip
+    params, theta, kind = rope_parameters(config)
+    if kind == "llama3":
+        head_dim = int(config.get("head_dim") or int(config["hidden_size"]) // heads)
+        factors = llama3_rope_factors(params, theta, head_dim)
+        name = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight"
+        plans.append(TensorPlan("(rope_freqs)", files[0], name, factors.shape,
+                                gguf.GGMLQuantizationType.F32, None, factors))  # fmt: skip
     return plans
 
 
@@ -122,7 +149,7 @@ def add_metadata(writer: Any, config: dict[str, Any], name: str, quant: str) -> 
 
     hidden, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
     head_dim = int(config.get("head_dim") or hidden // heads)
-    theta, factor = rope(config)
+    params, theta, kind = rope_parameters(config)
     writer.add_name(name)
     writer.add_context_length(int(config.get("max_position_embeddings") or 2048))
     writer.add_embedding_length(hidden)
@@ -135,9 +162,9 @@ def add_metadata(writer: Any, config: dict[str, Any], name: str, quant: str) -> 
         writer.add_value_length(head_dim)
     writer.add_rope_dimension_count(head_dim)
     writer.add_rope_freq_base(theta)
-    if factor is not None:
+    if kind == "linear":
         writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-        writer.add_rope_scaling_factor(factor)
+        writer.add_rope_scaling_factor(float(params["factor"]))
     writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps") or 1e-5))
     writer.add_vocab_size(int(config["vocab_size"]))
     file_type = {"q8_0": "MOSTLY_Q8_0", "q4_0": "MOSTLY_Q4_0", "q4_1": "MOSTLY_Q4_1",
@@ -151,6 +178,8 @@ def tensor_data(item: TensorPlan) -> Any:
     from gguf import quants
     from safetensors import safe_open
 
+    if item.values is not None:
+        return item.values
     with safe_open(str(item.file), framework="pt") as f:
         array = f.get_tensor(item.source).to(torch.float32).numpy()
     if item.heads is not None:

@@ -19,7 +19,9 @@ from lorafleet.adapters.training.export import (
     EXPORT_MANIFEST,
     ExportError,
     export_model,
+    llama3_rope_factors,
     permute_rotary,
+    rope_parameters,
 )
 from lorafleet.adapters.training.gguf_tokenizer import TokenizerExportError, detect_pre
 from lorafleet.adapters.training.merge import merge_adapter
@@ -175,6 +177,49 @@ def test_detects_pre_tokenizers_and_refuses_unknown_ones() -> None:
     assert detect_pre({"type": "Sequence", "pretokenizers": [llama3, no_regex]}) == "llama-bpe"
     with pytest.raises(TokenizerExportError, match="--tokenizer-pre"):
         detect_pre({"type": "Metaspace"})
+
+
+LLAMA3_ROPE = {
+    "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0, "original_max_position_embeddings": 8192,
+}  # fmt: skip
+
+
+def test_llama3_rope_factors_are_what_transformers_divides_by() -> None:
+    from transformers import LlamaConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    config = LlamaConfig(hidden_size=4096, num_attention_heads=32,
+                         max_position_embeddings=131072, rope_parameters=LLAMA3_ROPE)  # fmt: skip
+    scaled, _ = ROPE_INIT_FUNCTIONS["llama3"](config, "cpu")
+    default = 1.0 / 500000.0 ** (np.arange(0, 128, 2, dtype=np.float64) / 128)
+    factors = llama3_rope_factors(LLAMA3_ROPE, 500000.0, 128)
+    assert np.allclose(factors, default / scaled.double().numpy(), rtol=1e-5)
+    assert factors[0] == 1.0 and factors[-1] == 8.0 and ((factors > 1) & (factors < 8)).any()
+
+
+def test_llama3_rope_goes_in_as_rope_freqs(tmp_path: Path) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        rope_parameters=LLAMA3_ROPE,
+    )  # fmt: skip
+    model_dir = tmp_path / "llama3"
+    LlamaForCausalLM(config).save_pretrained(model_dir)
+    tiny_tokenizer(model_dir)
+    export_model(model_dir, tmp_path / "out", ["f16"])
+    tensors = {t.name: t for t in reader(tmp_path / "out" / "llama3-f16.gguf").tensors}
+    assert np.array_equal(
+        tensors["rope_freqs.weight"].data, llama3_rope_factors(LLAMA3_ROPE, 500000.0, 16)
+    )
+
+
+def test_refuses_a_rope_scaling_it_cannot_write() -> None:
+    with pytest.raises(ExportError, match="'yarn' is not exported"):
+        rope_parameters({"rope_parameters": {"rope_type": "yarn", "factor": 4.0}})
+    assert rope_parameters({"rope_theta": 1e4})[1:] == (1e4, "default")
 
 
 def test_refuses_a_non_llama_model(tmp_path: Path) -> None:
