@@ -161,7 +161,8 @@ def read_review(path: Path) -> dict[str, dict[str, Any]]:
         rows = [json.loads(line) for line in _lines(path) if line.strip()]
     else:
         try:
-            with path.open(encoding="utf-8", newline="") as f:
+            # utf-8-sig: spreadsheets often save CSV with a byte-order mark before `id`
+            with path.open(encoding="utf-8-sig", newline="") as f:
                 rows = list(csv.DictReader(f))
         except OSError as exc:
             raise LabelError(f"cannot read {path}: {exc}") from exc

@@ -108,6 +108,12 @@ def test_an_untouched_sample_agrees_fully(labelled: Path) -> None:
     assert report["claim_amount"]["f1"] == 1.0 and report["good_enough"] is True
 
 
+def test_a_csv_saved_with_a_byte_order_mark_reads(labelled: Path) -> None:
+    path = labelled / "review.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # as spreadsheets save "CSV UTF-8"
+    assert sorted(read_review(path)) == ["doc0", "doc1", "doc2", "doc3"]
+
+
 def test_jsonl_review_round_trips(tmp_path: Path) -> None:
     record = training_record(Document("a", "text"), label(0), "m")
     write_review(tmp_path / "review.jsonl", [record])

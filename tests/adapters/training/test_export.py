@@ -228,6 +228,17 @@ def test_refuses_a_non_llama_model(tmp_path: Path) -> None:
         export_model(tmp_path, tmp_path / "out", ["q8_0"])
 
 
+def test_cli_exports_and_prints_the_manifest(
+    merged: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "cli"
+    assert main(["export", str(merged), "--quant", "q4_1", "--output", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [f["file"] for f in printed["files"]] == ["merged-q4_1.gguf"]
+    types = {t.name: t.tensor_type.name for t in reader(out / "merged-q4_1.gguf").tensors}
+    assert types["blk.0.attn_v.weight"] == "Q4_1" and types["token_embd.weight"] == "Q8_0"
+
+
 def test_cli_reports_a_missing_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["export", str(tmp_path / "nope"), "--output", str(tmp_path / "out")]) == 1
     assert "lorafleet export:" in capsys.readouterr().err

@@ -17,11 +17,14 @@ from lorafleet.adapters.training.label import (
     Counters,
     LabelCache,
     LabelOptions,
+    Outcome,
     check_answer,
     label_documents,
     retry_after,
 )
+from lorafleet.adapters.training.label_cli import BarProgress
 from lorafleet.adapters.training.label_data import Document
+from lorafleet.adapters.training.prices import TokenPrice
 from lorafleet.cli import main
 from tests.adapters.training.fake_labeller import FakeLabeller, Reply, serve
 
@@ -129,6 +132,17 @@ def test_retry_after_reads_seconds_milliseconds_and_dates() -> None:
     assert wait({"retry-after-ms": "250", "Retry-After": "9"}) == 0.25
     assert wait({"Retry-After": "Thu, 01 Jan 1970 00:00:00 GMT"}) == 0.0  # in the past
     assert wait({"Retry-After": "soon"}) is None and wait({}) is None
+
+
+def test_progress_counts_paid_tokens_and_their_cost() -> None:
+    progress = BarProgress(3, TokenPrice(2.0, 10.0, "test"), disable=True)
+    progress.update(Outcome(DOCS[0], label={}, prompt_tokens=1000, completion_tokens=100))
+    progress.update(Outcome(DOCS[1], label={}, cached=True))
+    progress.update(Outcome(DOCS[2], reason="not JSON", prompt_tokens=500, completion_tokens=50))
+    # (1500 * $2 + 150 * $10) / 1M
+    assert progress.cost == pytest.approx(0.0045)
+    assert progress.bar.postfix == "tok in 1500 out 150 $0.0045 cached 1 set aside 1"
+    assert BarProgress(1, None, disable=True).cost is None
 
 
 def write_docs(folder: Path) -> None:
