@@ -88,10 +88,11 @@ async def test_an_interrupted_run_never_pays_twice(fake: FakeLabeller, tmp_path:
     cache = LabelCache(tmp_path)
     fake.script[DOCS[2].text] = [Reply(hang_s=30)]
     run = asyncio.create_task(label_documents(DOCS, options(fake, concurrency=1), cache))
-    for _ in range(200):  # one at a time, in order: docs 0 and 1 are answered when 2 is asked
+    for _ in range(600):  # one at a time, in order: docs 0 and 1 are answered when 2 is asked
         if fake.calls_for(DOCS[2].text):
             break
         await asyncio.sleep(0.05)
+    assert [fake.paid(d.text) for d in DOCS] == [1, 1, 0, 0]  # interrupted while 2 is asked
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
         await run
