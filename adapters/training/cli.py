@@ -42,6 +42,8 @@ from lorafleet.adapters.training.config import ConfigError, add_config_arguments
 
 
 def add_parser(subparsers: Any) -> None:
+    from lorafleet.adapters.training import export_cli, label_cli
+
     train = subparsers.add_parser(
         "train", help="fine-tune a LoRA/QLoRA adapter (TRL SFT)", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -69,6 +71,9 @@ def add_parser(subparsers: Any) -> None:
     ev.add_argument("--answers", type=Path, help="write every raw answer here (JSONL)")
     ev.add_argument("--markdown", type=Path, help="write the Markdown table here")
     ev.set_defaults(func=eval_main)
+
+    label_cli.add_parser(subparsers)
+    export_cli.add_parser(subparsers)
 
 
 def _setup_logging() -> None:

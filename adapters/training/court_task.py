@@ -54,3 +54,24 @@ class CourtLabel:
         if float(self.claim_amount).is_integer():
             data["claim_amount"] = int(self.claim_amount)  # 1250000, not 1250000.0
         return json.dumps(data, ensure_ascii=False)
+
+
+def label_json_schema() -> dict[str, object]:
+    """`CourtLabel` as a JSON schema, strict enough for OpenAI structured outputs (every field
+    required, nothing extra) and vLLM's guided decoding alike."""
+    text = {"type": "string", "minLength": 1}
+    return {
+        "type": "object",
+        "properties": {
+            "claimant": text,
+            "defendant": text,
+            "dispute_subject": {"type": "string", "enum": list(DISPUTE_SUBJECTS)},
+            "claim_amount": {"type": "number"},
+            "outcome": {"type": "string", "enum": list(OUTCOMES)},
+            "initiator": {"type": "string", "enum": list(PARTIES)},
+        },
+        "required": [
+            "claimant", "defendant", "dispute_subject", "claim_amount", "outcome", "initiator"
+        ],
+        "additionalProperties": False,
+    }  # fmt: skip
