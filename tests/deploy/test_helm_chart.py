@@ -33,8 +33,13 @@ GPU_VALUES = [name for name in CI_VALUES if name.startswith("gpu-")]
 RELEASE, NAMESPACE = "lf", "ml"
 # The oldest version Chart.yaml admits and a current one; kubernetes-validate ships both offline.
 KUBE_VERSIONS = ("1.28.0", "1.33.0")
-# Custom resources: no schema in kubernetes-validate, asserted field by field below.
-CRD_KINDS = {"ServiceMonitor": "monitoring.coreos.com/v1", "ScaledObject": "keda.sh/v1alpha1"}
+# Custom resources: no schema in kubernetes-validate, asserted field by field below (the
+# PrometheusRule by promtool, in test_alert_rules.py).
+CRD_KINDS = {
+    "ServiceMonitor": "monitoring.coreos.com/v1",
+    "ScaledObject": "keda.sh/v1alpha1",
+    "PrometheusRule": "monitoring.coreos.com/v1",
+}
 # The gateway's settings contract: every variable the chart sets must be a field of the one
 # settings class (server/settings.py), or the YAML file pointer.
 GATEWAY_SETTINGS = {f"LORAFLEET_{name.upper()}" for name in Settings.model_fields} | {
