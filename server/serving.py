@@ -242,6 +242,8 @@ class InferenceService:
             self.metrics.requests.labels(
                 self.metrics.model_label(target.label), str(exc.status)
             ).inc()
+            if exc.status == 429:
+                self.metrics.refused(who.tenant, exc.code)
             raise
         try:
             if request.stream:
@@ -431,7 +433,7 @@ class InferenceService:
         if isinstance(usage, dict):
             prompt = int(usage.get("prompt_tokens") or 0)
             completion = int(usage.get("completion_tokens") or 0)
-            self.metrics.record_usage(label, prompt, completion)
+            self.metrics.record_usage(label, prompt, completion, account.who.tenant)
             context = request_context.current()
             if context is not None:
                 context.prompt_tokens, context.completion_tokens = prompt, completion

@@ -2,7 +2,8 @@
 
 The queries are parsed with a PromQL parser (promql-parser); the gateway's metrics are what an
 in-process gateway in front of the fake engine exports on /metrics after traffic that touches
-every series (a streamed request, an adapter that loads and one that fails, an error); vLLM's
+every series (a streamed request, an adapter that loads and one that fails, an error, a
+tenant's request refused for its budget, Redis away); vLLM's
 are the `vllm:*` names and label names declared in the installed vLLM's metrics module.
 Labels the Prometheus Operator adds to every scraped series (namespace, pod, ...) count too.
 """
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
 from lorafleet.adapters.base_models import model_info
 from lorafleet.server.app import create_app
@@ -41,6 +43,7 @@ TARGET_LABELS = frozenset(
 )
 # vLLM < 0.10 called the KV cache gauge this; the dashboard falls back to it with `or`.
 LEGACY_VLLM = frozenset({"vllm:gpu_cache_usage_perc"})
+ADMIN_KEY = "admin-key-0123456789abcdef"
 GRAFANA_VARS = {"$__rate_interval": "5m", "$__interval": "1m", "$namespace": "ml"}
 SUFFIXES = ("_total", "_bucket", "_count", "_sum", "_created")
 
@@ -61,12 +64,20 @@ def gateway_series(tmp_path_factory: pytest.TempPathFactory) -> dict[str, frozen
         engine_urls=["http://engine-0:8000"], served_model_name=MODEL, model=str(base),
         cache_dir=tmp / "cache", adapter_roots=[roots], health_interval_s=0.05,
         retry_max_wait_s=0.01, redis_url="redis://127.0.0.1:1/0",  # the fail-open counter
+        admin_key=SecretStr(ADMIN_KEY), key_secret=SecretStr("s" * 40),
     )  # fmt: skip
     engine = FakeVLLM()
     info = model_info(base)
     chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
     with TestClient(create_app(settings, transport=engine.transport())) as client:
+        client.headers["authorization"] = f"Bearer {ADMIN_KEY}"
         wait_ready(client)
+        key = client.post("/v1/keys", json={"tenant": "acme", "budget_tokens": 1}).json()["key"]
+        refused = client.post(
+            "/v1/chat/completions", json={"model": MODEL, **chat},
+            headers={"authorization": f"Bearer {key}"},
+        )  # fmt: skip
+        assert refused.status_code == 429
         for name in ("good", "bad"):
             path = make_lora_dir(roots / name, info, layers=range(1), seed=len(name))
             assert client.post("/v1/adapters", json={"name": name, "source": str(path)})
@@ -230,6 +241,7 @@ def test_the_check_knows_real_names_from_made_up_ones(
         known("lorafleet:adapter_loads_total", gateway_series) or set()
     )
     assert "lorafleet:rate_limit_fail_open_total" in gateway_series
+    assert {"tenant", "code"} <= gateway_series["lorafleet:tenant_refusals_total"]
     assert known("lorafleet:request_total", gateway_series) is None
     wrong = 'sum by (modle) (rate(lorafleet:requests_total{statuz="500"}[5m]))'
     assert sorted(problems(wrong, gateway_series)) == [
