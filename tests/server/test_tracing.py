@@ -18,6 +18,7 @@ from lorafleet.server.settings import Settings
 from lorafleet.server.tracing import Tracing
 from tests.adapter_factory import make_lora_dir
 from tests.fake_vllm import MODEL, FakeVLLM
+from tests.otlp_receiver import Receiver
 from tests.server.conftest import wait_ready
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
@@ -131,3 +132,27 @@ def test_tracing_is_off_unless_an_endpoint_is_set(client: TestClient, engine: Fa
 def _attr(span: ReadableSpan, name: str) -> Any:
     assert span.attributes is not None
     return span.attributes.get(name)
+
+
+def test_spans_reach_an_otlp_http_collector(settings: Settings, engine: FakeVLLM) -> None:
+    """The exporter the setting turns on (batched OTLP/HTTP protobuf), end to end: the spans
+    of the last request are flushed when the gateway stops."""
+    receiver = Receiver()
+    try:
+        traced = settings.model_copy(update={"otlp_endpoint": receiver.url})
+        with TestClient(create_app(traced, transport=engine.transport())) as client:
+            wait_ready(client)
+            response = client.post(
+                "/v1/chat/completions", json={"model": MODEL, **CHAT},
+                headers={"traceparent": CLIENT_PARENT},
+            )  # fmt: skip
+            assert response.status_code == 200
+    finally:
+        receiver.close()
+    spans = receiver.in_trace(CLIENT_TRACE)
+    assert {span.service for span in spans} == {"lorafleet-gateway"}
+    by_name = {span.name: span for span in spans}
+    assert set(by_name) == {"POST /v1/chat/completions", "resolve", "admission", "engine.request"}
+    assert by_name["POST /v1/chat/completions"].parent_span_id == "b7ad6b7169203331"
+    call = by_name["engine.request"].span_id
+    assert engine.headers[-1]["traceparent"] == f"00-{CLIENT_TRACE}-{call}-01"
