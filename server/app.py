@@ -47,6 +47,7 @@ from lorafleet.server.routes import usage as usage_routes
 from lorafleet.server.serving import InferenceService, ModelResolver, RetryPolicy
 from lorafleet.server.settings import ModelSpec, Settings
 from lorafleet.server.shared_limits import RedisRateLimiter, connect
+from lorafleet.server.tracing import Tracing
 from lorafleet.server.usage import UsageMeter
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ def create_app(
     *,
     supervisor: EngineSupervisor | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
     models = settings.served_models
     engine_urls = supervisor.urls() if supervisor else {m.name: m.engine_urls for m in models}
@@ -66,6 +68,7 @@ def create_app(
                 f"no engines for {model.name}: set its engine_urls or engine_discovery, or "
                 "pass a supervisor"
             )
+    tracing = tracing or Tracing.otlp(settings.otlp_endpoint)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Gateway]]:
@@ -97,7 +100,7 @@ def create_app(
         limiter.load_spent(await asyncio.to_thread(meter.spent_by_key))
         service = InferenceService(
             resolver, metrics, retry, limiter=limiter, meter=meter,
-            max_in_flight=settings.max_in_flight_per_model,
+            max_in_flight=settings.max_in_flight_per_model, tracing=tracing,
         )  # fmt: skip
         model_dirs = supervisor.model_dirs if supervisor else {}
         keys = None
@@ -109,6 +112,7 @@ def create_app(
         )
         async with contextlib.AsyncExitStack() as stack:
             stack.callback(registry.close)
+            stack.callback(tracing.shutdown)  # runs after the rest: flushes the final spans
             stack.push_async_callback(client.aclose)
             if redis_client is not None:
                 stack.push_async_callback(redis_client.aclose)
@@ -154,7 +158,7 @@ def create_app(
     # Outermost last: the request id is set before anything else runs.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(HeaderLimitMiddleware)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(RequestIdMiddleware, tracing=tracing, access_log=settings.access_log)
     return app
 
 

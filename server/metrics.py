@@ -7,6 +7,7 @@ model id, one of at most `metrics_max_adapter_labels` adapter names, `_other-ada
 further adapter, or `unknown` for names that resolve to nothing (never free text from a client).
 A fleet with 10^4 adapters thus exports a few hundred series per histogram, not 10^4 x buckets;
 per-adapter numbers for the long tail are in the persisted usage table (`GET /v1/usage`).
+The `tenant` label of the per-tenant series is bounded the same way (`_other-tenants`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ UNKNOWN_MODEL = "unknown"
 # Adapter names start with a letter or digit (adapters.registration.NAME_PATTERN), so this label
 # can never be mistaken for a real adapter's.
 OTHER_ADAPTERS = "_other-adapters"
-_FIXED_LABELS = frozenset({UNKNOWN_MODEL, OTHER_ADAPTERS})
+OTHER_TENANTS = "_other-tenants"
+_FIXED_LABELS = frozenset({UNKNOWN_MODEL, OTHER_ADAPTERS, OTHER_TENANTS})
 
 
 class ModelLabels:
@@ -41,10 +43,13 @@ class ModelLabels:
     (a restart admits afresh). Mapping is idempotent: fixed labels map to themselves.
     """
 
-    def __init__(self, max_adapters: int, bases: Iterable[str] = ()) -> None:
+    def __init__(
+        self, max_adapters: int, bases: Iterable[str] = (), other: str = OTHER_ADAPTERS
+    ) -> None:
         self.max_adapters = max_adapters
         self._bases = frozenset(bases)
         self._admitted: set[str] = set()
+        self._other = other
 
     def __call__(self, model: str) -> str:
         if model in self._bases or model in self._admitted or model in _FIXED_LABELS:
@@ -52,7 +57,7 @@ class ModelLabels:
         if len(self._admitted) < self.max_adapters:
             self._admitted.add(model)
             return model
-        return OTHER_ADAPTERS
+        return self._other
 
     @property
     def admitted(self) -> frozenset[str]:
@@ -61,8 +66,15 @@ class ModelLabels:
 
 
 class GatewayMetrics:
-    def __init__(self, base_models: Iterable[str] = (), *, max_adapter_labels: int = 100) -> None:
+    def __init__(
+        self,
+        base_models: Iterable[str] = (),
+        *,
+        max_adapter_labels: int = 100,
+        max_tenant_labels: int = 100,
+    ) -> None:
         self.models = ModelLabels(max_adapter_labels, base_models)
+        self.tenants = ModelLabels(max_tenant_labels, other=OTHER_TENANTS)
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, cpu seconds
         self.requests = Counter(
@@ -129,14 +141,37 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
+        self.tenant_tokens = Counter(
+            "lorafleet:tenant_tokens",
+            "Tokens per tenant (kind: prompt or completion), from the engine's usage report.",
+            ["tenant", "kind"],
+            registry=self.registry,
+        )
+        self.tenant_refusals = Counter(
+            "lorafleet:tenant_refusals",
+            "Requests refused with 429 before reaching an engine, per tenant and error code "
+            "(rate_limit_exceeded, budget_exceeded, queue_full).",
+            ["tenant", "code"],
+            registry=self.registry,
+        )
+
     def model_label(self, model: str) -> str:
         """The bounded `model` label for a base model or adapter name (see `ModelLabels`)."""
         return self.models(model)
 
-    def record_usage(self, model: str, prompt_tokens: int, completion_tokens: int) -> None:
+    def record_usage(
+        self, model: str, prompt_tokens: int, completion_tokens: int, tenant: str | None = None
+    ) -> None:
         label = self.models(model)
         self.prompt_tokens.labels(label).inc(prompt_tokens)
         self.generation_tokens.labels(label).inc(completion_tokens)
+        if tenant is not None:
+            tenant_label = self.tenants(tenant)
+            self.tenant_tokens.labels(tenant_label, "prompt").inc(prompt_tokens)
+            self.tenant_tokens.labels(tenant_label, "completion").inc(completion_tokens)
+
+    def refused(self, tenant: str, code: str | None) -> None:
+        self.tenant_refusals.labels(self.tenants(tenant), code or "rate_limit_exceeded").inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -61,7 +61,7 @@ def serve(settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         log_config=None,
-        access_log=settings.access_log,
+        access_log=False,  # the gateway writes its own access line (server/logs.py)
         timeout_graceful_shutdown=int(settings.drain_timeout_s),
         h11_max_incomplete_event_size=64 * 1024,  # a huge header gets an error, not memory
     )

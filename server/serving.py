@@ -22,6 +22,7 @@ from starlette.responses import Response, StreamingResponse
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from lorafleet.adapters.registry import AdapterVersion
+from lorafleet.server import context as request_context
 from lorafleet.server.engine.base import Endpoint, EngineResult, EngineStream
 from lorafleet.server.engine.pool import EnginePool, Replica
 from lorafleet.server.errors import (
@@ -37,6 +38,7 @@ from lorafleet.server.limits import RateLimiter, Reservation
 from lorafleet.server.lora import AdapterManager
 from lorafleet.server.metrics import GatewayMetrics
 from lorafleet.server.protocol import ModelCard, _SamplingFields
+from lorafleet.server.tracing import EngineCall, Tracing
 from lorafleet.server.usage import UsageMeter
 
 log = logging.getLogger(__name__)
@@ -152,8 +154,10 @@ class InferenceService:
         limiter: RateLimiter | None = None,
         meter: UsageMeter | None = None,
         max_in_flight: int | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.resolver = resolver
+        self.tracing = tracing or Tracing()
         self.metrics = metrics
         self.retry = retry or RetryPolicy()
         self.limiter = limiter
@@ -215,20 +219,31 @@ class InferenceService:
         started: float,
         who: Principal = ADMIN,
     ) -> Response:
+        context = request_context.current()
+        if context is not None:
+            context.model = request.model
+            context.tenant = who.tenant
+            context.key_id = who.key.key_id if who.key else None
         try:
-            target = await self.resolver.resolve(request.model, who)
+            with self.tracing.span("resolve", model=request.model):
+                target = await self.resolver.resolve(request.model, who)
         except LorafleetError as exc:
             self.metrics.requests.labels("unknown", str(exc.status)).inc()
             raise
+        if context is not None and target.adapter is not None and target.rename is None:
+            context.adapter = target.adapter.engine_name
         body = request.declared_fields()
         body["model"] = target.engine_model
         try:
-            await self._check_context(endpoint, body, target)
-            account = await self._open_account(who, request, body, target)
+            with self.tracing.span("admission"):
+                await self._check_context(endpoint, body, target)
+                account = await self._open_account(who, request, body, target)
         except LorafleetError as exc:
             self.metrics.requests.labels(
                 self.metrics.model_label(target.label), str(exc.status)
             ).inc()
+            if exc.status == 429:
+                self.metrics.refused(who.tenant, exc.code)
             raise
         try:
             if request.stream:
@@ -260,13 +275,14 @@ class InferenceService:
         gauge = self.metrics.in_flight.labels(label)
         gauge.inc()
         try:
-            _, result = await self._attempt(target, generate)
+            _, result, call = await self._attempt(target, generate)
         except LorafleetError as exc:
             status = str(exc.status)
             raise
         finally:
             gauge.dec()
             self.metrics.requests.labels(label, status).inc()
+        call.end()
         self._record_usage(label, result.body.get("usage"), account)
         self.metrics.e2e_latency.labels(label).observe(time.perf_counter() - started)
         return Response(target.renamer()(result.raw), media_type="application/json")
@@ -280,24 +296,26 @@ class InferenceService:
 
         # Everything that can fail before the first byte fails here, as a plain HTTP error.
         try:
-            replica, stream = await self._attempt(target, open_stream)
+            replica, stream, call = await self._attempt(target, open_stream)
         except LorafleetError as exc:
             self.metrics.requests.labels(
                 self.metrics.model_label(target.label), str(exc.status)
             ).inc()
             raise
         relay = self._relay(
-            stream, target, replica, request.wants_usage_in_stream, started, account
+            stream, target, replica, request.wants_usage_in_stream, started, account, call
         )
         return StreamingResponse(relay, media_type="text/event-stream")
 
     async def _attempt(
         self, target: Target, call: Callable[[Replica], Awaitable[T]]
-    ) -> tuple[Replica, T]:
+    ) -> tuple[Replica, T, EngineCall]:
         """Place the request and run `call` on the replica; when the engine is unreachable,
         busy (503) or rate-limited (429), try again, on another replica if there is one, after
-        a jittered back-off that honours Retry-After."""
+        a jittered back-off that honours Retry-After. Also returns the attempt's open trace
+        span, which the caller ends at the answer's last byte."""
         tried: set[str] = set()
+        context = request_context.current()
 
         def wait(state: RetryCallState) -> float:
             error = state.outcome.exception() if state.outcome else None
@@ -314,23 +332,44 @@ class InferenceService:
         )
         async for attempt in retrying:
             with attempt:
+                number = attempt.retry_state.attempt_number
+                if context is not None:
+                    context.retries = number - 1
                 replica = await self._place(target, avoid=tried)
                 tried.add(replica.url)
-                return replica, await self._guard(target.pool, replica, call(replica))
+                engine_call = self.tracing.engine_call(replica.url, number, context)
+                try:
+                    result = await self._guard(target.pool, replica, call(replica))
+                except BaseException as exc:
+                    engine_call.fail(exc)
+                    raise
+                return replica, result, engine_call
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
     async def _place(self, target: Target, avoid: set[str]) -> Replica:
         """Pick a replica (not one that just failed, if others are healthy; one that holds the
         adapter if it is not overloaded) and make sure the adapter is loaded there."""
         adapters, version = self.resolver.adapters, target.adapter
+        context = request_context.current()
         if version is None or adapters is None:
-            return target.pool.pick(avoid=avoid)
+            replica = target.pool.pick(avoid=avoid)
+            if context is not None:
+                context.replica = replica.url
+            return replica
         replica = target.pool.pick(prefer=lambda r: adapters.holds(r, version), avoid=avoid)
+        warm = adapters.holds(replica, version)
+        if context is not None:
+            context.replica = replica.url
+            context.affinity = "warm" if warm else "cold"
         if not adapters.is_guard(version):
-            self.metrics.routing.labels(
-                "warm" if adapters.holds(replica, version) else "cold"
-            ).inc()
-        await self._guard(target.pool, replica, adapters.ensure_loaded(version, replica))
+            self.metrics.routing.labels("warm" if warm else "cold").inc()
+        loading = (
+            nullcontext()
+            if warm
+            else self.tracing.span("adapter.load", adapter=version.engine_name, replica=replica.url)
+        )
+        with loading:
+            await self._guard(target.pool, replica, adapters.ensure_loaded(version, replica))
         return replica
 
     def _track(self, target: Target, replica: Replica) -> AbstractContextManager[None]:
@@ -340,9 +379,10 @@ class InferenceService:
 
     async def _relay(
         self, stream: EngineStream, target: Target, replica: Replica, wants_usage: bool,
-        started: float, account: Account,
+        started: float, account: Account, call: EngineCall,
     ) -> AsyncIterator[bytes]:  # fmt: skip
         label = self.metrics.model_label(target.label)
+        context = request_context.current()
         rename = target.renamer()
         status = "200"
         first = True
@@ -352,7 +392,11 @@ class InferenceService:
             with target.pool.lease(replica), self._track(target, replica):
                 async for event in stream:
                     if first:
-                        self.metrics.ttft.labels(label).observe(time.perf_counter() - started)
+                        ttft = time.perf_counter() - started
+                        self.metrics.ttft.labels(label).observe(ttft)
+                        call.first_byte()
+                        if context is not None:
+                            context.ttft_s = ttft
                         first = False
                     if _USAGE in event:  # cheap byte test first: only usage chunks are parsed
                         chunk = _parse_event(event)
@@ -369,6 +413,7 @@ class InferenceService:
             yield _DONE
         finally:
             await stream.aclose()
+            call.end(int(status))
             account.close()  # no-op when usage arrived; a broken stream refunds
             gauge.dec()
             self.metrics.requests.labels(label, status).inc()
@@ -388,7 +433,10 @@ class InferenceService:
         if isinstance(usage, dict):
             prompt = int(usage.get("prompt_tokens") or 0)
             completion = int(usage.get("completion_tokens") or 0)
-            self.metrics.record_usage(label, prompt, completion)
+            self.metrics.record_usage(label, prompt, completion, account.who.tenant)
+            context = request_context.current()
+            if context is not None:
+                context.prompt_tokens, context.completion_tokens = prompt, completion
             account.close(prompt, completion)
 
 

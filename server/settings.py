@@ -219,6 +219,12 @@ class Settings(BaseSettings):
     # Adapters with their own `model` label on /metrics (first come, first served); any further
     # adapter is reported as model="_other-adapters" (its numbers stay in GET /v1/usage).
     metrics_max_adapter_labels: int = Field(100, ge=0, le=10_000)
+    # OpenTelemetry traces of requests (server/tracing.py) to this OTLP/HTTP collector, e.g.
+    # http://otel-collector:4318; unset: tracing is off and costs nothing.
+    otlp_endpoint: str | None = None
+    # The engines' own spans (vLLM --otlp-traces-endpoint): they join the gateway's traces,
+    # since every engine request carries a traceparent. Unset: the engines trace nothing.
+    engine_otlp_traces_endpoint: str | None = None
 
     @field_validator("adapter_roots", mode="before")
     @classmethod

@@ -16,6 +16,9 @@ from lorafleet.adapters.training.merge import MERGE_MANIFEST, merge_adapter
 from lorafleet.adapters.training.smoke import train_smoke_adapter
 
 NAME = "smollm2-court-merged"
+# A court decision from the held-out split: the base model echoes it, the merged model answers
+# with the task's JSON, so greedy answers to it tell the two checkpoints apart.
+COURT_MESSAGES = generate(1, "test", seed=5)[0].to_record()["messages"][:-1]
 STEPS = 8
 
 

@@ -57,6 +57,7 @@ def _recipe(settings: Settings, model: ModelSpec, model_dir: Path, index: int) -
         max_loras=model.max_loras or settings.engine_max_loras,
         max_lora_rank=settings.max_lora_rank_for(model),
         shutdown_timeout_s=int(settings.drain_timeout_s),
+        otlp_traces_endpoint=settings.engine_otlp_traces_endpoint,
         host=settings.engine_host,
         port=settings.engine_port_base + index,
         extra_args=tuple(extra),

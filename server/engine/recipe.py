@@ -39,6 +39,8 @@ class EngineRecipe:
     # On SIGTERM vLLM stops taking requests and lets those in flight finish for this long
     # (0 aborts them at once: every stream of a rollout or node drain would break).
     shutdown_timeout_s: int = 30
+    # vLLM's own OpenTelemetry spans (they join the gateway's trace through its traceparent).
+    otlp_traces_endpoint: str | None = None
     host: str | None = None  # None: every interface (a pod); local engines bind loopback
     port: int = 8000
     extra_args: tuple[str, ...] = ()
@@ -68,6 +70,8 @@ class EngineRecipe:
             if self.max_cpu_loras:
                 args.append(f"--max-cpu-loras={self.max_cpu_loras}")
         args.append(f"--shutdown-timeout={self.shutdown_timeout_s}")
+        if self.otlp_traces_endpoint:
+            args.append(f"--otlp-traces-endpoint={self.otlp_traces_endpoint}")
         if self.host is not None:
             args.append(f"--host={self.host}")
         args += [f"--port={self.port}", "--disable-uvicorn-access-log"]
@@ -79,6 +83,9 @@ class EngineRecipe:
     def environment(self) -> dict[str, str]:
         """What every engine needs in its environment, local or in a pod."""
         env = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+        if self.otlp_traces_endpoint:
+            # vLLM's exporter speaks gRPC unless told otherwise; collectors' 4318 is OTLP/HTTP.
+            env["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] = "http/protobuf"
         if self.enable_lora:
             # The gateway loads and unloads adapters at run time (/v1/load_lora_adapter).
             env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from lorafleet.server import context as request_context
 from lorafleet.server.engine.base import Endpoint, EngineClient, EngineResult, EngineStream
 from lorafleet.server.engine.http import HttpClient, HttpResponse, HttpStream
 from lorafleet.server.errors import (
@@ -137,7 +138,14 @@ _JSON = {"content-type": "application/json"}
 
 
 def _headers(request_id: str) -> dict[str, str]:
-    return {"content-type": "application/json", "x-request-id": request_id}
+    headers = {"content-type": "application/json", "x-request-id": request_id}
+    # The request's W3C trace context (server/tracing.py), so the engine's spans join its trace.
+    context = request_context.current()
+    if context is not None and context.traceparent is not None:
+        headers["traceparent"] = context.traceparent
+        if context.tracestate:
+            headers["tracestate"] = context.tracestate
+    return headers
 
 
 def _engine_error(

@@ -342,10 +342,10 @@ class ClusterSim:
 
     @staticmethod
     def _probe(client: httpx.Client, pod: Pod) -> bool:
-        if pod.terminating or pod.container.readiness is None:
+        if pod.terminating or pod.process is None or pod.process.poll() is not None:
             return False
-        if pod.process is None or pod.process.poll() is not None:
-            return False
+        if pod.container.readiness is None:
+            return True  # no readiness probe: ready once running, as in Kubernetes
         path, port = pod.container.readiness
         try:
             return client.get(f"http://{pod.ip}:{port}{path}").status_code == 200

@@ -37,7 +37,7 @@ from lorafleet.adapters.base_models import fetch_model, model_info
 from tests.adapter_factory import make_lora_dir
 from tests.deploy.cluster_sim import REPO, ClusterSim, Pod, image_env
 from tests.deploy.test_helm_chart import CHART, NAMESPACE, RELEASE, render
-from tests.merged_model import merged_model_dir
+from tests.merged_model import COURT_MESSAGES, merged_model_dir
 from tests.postgres import temporary_database
 
 pytestmark = pytest.mark.integration
@@ -46,7 +46,7 @@ BASE, MERGED = "smollm2-135m-instruct", "smollm2-court-merged"
 FULLNAME = f"{RELEASE}-lorafleet"
 GATEWAY = f"{FULLNAME}-gateway"
 ENGINES = {BASE: f"{FULLNAME}-engine-smollm2", MERGED: f"{FULLNAME}-engine-merged"}
-PROMPT = [{"role": "user", "content": "Tell me a long story about a lighthouse keeper."}]
+PROMPT = COURT_MESSAGES
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 

@@ -35,8 +35,13 @@ GPU_VALUES = [name for name in CI_VALUES if name.startswith("gpu-")]
 RELEASE, NAMESPACE = "lf", "ml"
 # The oldest version Chart.yaml admits and a current one; kubernetes-validate ships both offline.
 KUBE_VERSIONS = ("1.28.0", "1.33.0")
-# Custom resources: no schema in kubernetes-validate, asserted field by field below.
-CRD_KINDS = {"ServiceMonitor": "monitoring.coreos.com/v1", "ScaledObject": "keda.sh/v1alpha1"}
+# Custom resources: no schema in kubernetes-validate, asserted field by field below (the
+# PrometheusRule by promtool, in test_alert_rules.py).
+CRD_KINDS = {
+    "ServiceMonitor": "monitoring.coreos.com/v1",
+    "ScaledObject": "keda.sh/v1alpha1",
+    "PrometheusRule": "monitoring.coreos.com/v1",
+}
 # The gateway's settings contract: every variable the chart sets must be a field of the one
 # settings class (server/settings.py), or the YAML file pointer.
 GATEWAY_SETTINGS = {f"LORAFLEET_{name.upper()}" for name in Settings.model_fields} | {
@@ -178,7 +183,7 @@ def pool_config(values: dict[str, Any], pool: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def recipe_for(config: dict[str, Any]) -> EngineRecipe:
+def recipe_for(config: dict[str, Any], otlp_endpoint: str = "") -> EngineRecipe:
     """lorafleet's one engine recipe (server/engine/recipe.py) for a chart pool's settings."""
     return EngineRecipe(
         model=config["model"],
@@ -194,6 +199,7 @@ def recipe_for(config: dict[str, Any]) -> EngineRecipe:
         distributed_executor_backend=config["distributedExecutorBackend"] or None,
         gpu_memory_utilization=config["gpuMemoryUtilization"] if config["gpus"] else None,
         shutdown_timeout_s=config["shutdownTimeoutSeconds"],
+        otlp_traces_endpoint=f"{otlp_endpoint.rstrip('/')}/v1/traces" if otlp_endpoint else None,
         port=8000,
         extra_args=tuple(config["extraArgs"]),
     )
@@ -349,8 +355,9 @@ def test_engine_pools_run_lorafleets_engine_recipe(name: str) -> None:
     pools = values.get("engines") or yaml.safe_load((CHART / "values.yaml").read_text())["engines"]
     deployments = {d["metadata"]["labels"]["lorafleet.io/pool"]: d for d in engines(rendered(name))}
     assert set(deployments) == {pool["name"] for pool in pools}
+    otlp = values.get("monitoring", {}).get("otlpEndpoint", "")
     for pool in pools:
-        recipe = recipe_for(pool_config(values, pool))
+        recipe = recipe_for(pool_config(values, pool), otlp)
         vllm = container(deployments[pool["name"]])
         assert vllm["command"] + vllm["args"] == recipe.command("python3")
         env = {e["name"]: e.get("value") for e in vllm["env"]}
@@ -591,6 +598,18 @@ def test_the_cpu_demo_answers_base_requests_through_the_guard(
 ) -> None:
     (model,) = gateway_reads(rendered("cpu-demo-values.yaml"), monkeypatch).served_models
     assert model.base_guard == "on"
+
+
+def test_tracing_reaches_gateway_and_engines_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    values = _with(monitoring={"otlpEndpoint": "http://otel:4318", "accessLog": True})
+    manifests = render(values)
+    settings = gateway_reads(manifests, monkeypatch)
+    assert settings.otlp_endpoint == "http://otel:4318" and settings.access_log
+    for deployment in engines(manifests):
+        vllm = container(deployment)
+        assert flag(vllm["args"], "otlp-traces-endpoint") == "http://otel:4318/v1/traces"
+        env = {e["name"]: e.get("value") for e in vllm["env"]}
+        assert env["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] == "http/protobuf"
 
 
 def test_ingress_publishes_inference_routes_only() -> None:

@@ -12,12 +12,12 @@ import pytest
 from lorafleet.adapters.base_models import fetch_model, model_info
 from tests.adapter_factory import make_lora_dir
 from tests.integration.conftest import Server, free_port, start_server, wait_ready
-from tests.merged_model import merged_model_dir
+from tests.merged_model import COURT_MESSAGES, merged_model_dir
 
 pytestmark = pytest.mark.integration
 
 BASE, MERGED = "smollm2-135m-instruct", "merged"
-MESSAGES = [{"role": "user", "content": "Who decided the case and what was the amount?"}]
+MESSAGES = COURT_MESSAGES
 
 
 @pytest.fixture(scope="module")

@@ -111,3 +111,15 @@ def test_bounded_queue_answers_429(client: TestClient, engine: FakeVLLM) -> None
     codes = sorted(r.status_code for r in statuses)
     assert codes.count(200) >= 4 and 429 in codes
     assert all(r.json()["error"]["code"] == "queue_full" for r in statuses if r.status_code == 429)
+
+
+def test_tenants_tokens_and_refusals_are_metrics(client: TestClient) -> None:
+    headers = key(client, rpm=1)
+    assert client.post("/v1/chat/completions", json=CHAT, headers=headers).status_code == 200
+    assert client.post("/v1/chat/completions", json=CHAT, headers=headers).status_code == 429
+    assert client.post("/v1/chat/completions", json=CHAT, headers=ADMIN).status_code == 200
+    text = client.get("/metrics").text
+    assert 'lorafleet:tenant_tokens_total{kind="prompt",tenant="acme"} 7.0' in text
+    assert 'lorafleet:tenant_tokens_total{kind="completion",tenant="acme"} 5.0' in text
+    assert 'lorafleet:tenant_tokens_total{kind="completion",tenant="admin"} 5.0' in text
+    assert 'lorafleet:tenant_refusals_total{code="rate_limit_exceeded",tenant="acme"} 1.0' in text

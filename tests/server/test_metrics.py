@@ -14,7 +14,13 @@ from lorafleet.adapters.base_models import model_info
 from lorafleet.adapters.registry import REGISTERED, AdapterVersion
 from lorafleet.server.app import create_app
 from lorafleet.server.lora import AdapterMetrics, LoadState, Placement
-from lorafleet.server.metrics import OTHER_ADAPTERS, UNKNOWN_MODEL, GatewayMetrics, ModelLabels
+from lorafleet.server.metrics import (
+    OTHER_ADAPTERS,
+    OTHER_TENANTS,
+    UNKNOWN_MODEL,
+    GatewayMetrics,
+    ModelLabels,
+)
 from lorafleet.server.settings import Settings
 from tests.adapter_factory import make_lora_dir
 from tests.fake_vllm import MODEL, FakeVLLM
@@ -159,3 +165,16 @@ def test_gateway_reports_many_adapters_under_few_labels(
     for name in names:
         assert by_model[name]["requests"] == 2
         assert by_model[name]["completion_tokens"] == tokens[name]
+
+
+def test_tenant_labels_are_bounded_too() -> None:
+    metrics = GatewayMetrics(max_tenant_labels=2)
+    for tenant in ("a", "b", "c", "d"):
+        metrics.record_usage("m", 1, 2, tenant)
+        metrics.refused(tenant, "budget_exceeded")
+    text = metrics.render().decode()
+    tokens = samples(text, "lorafleet:tenant_tokens_total")
+    assert {dict(labels)["tenant"] for labels in tokens} == {"a", "b", OTHER_TENANTS}
+    assert tokens[(("kind", "completion"), ("tenant", OTHER_TENANTS))] == 4
+    refusals = samples(text, "lorafleet:tenant_refusals_total")
+    assert refusals[(("code", "budget_exceeded"), ("tenant", OTHER_TENANTS))] == 2

@@ -41,3 +41,10 @@ def test_command_and_grace_period() -> None:
     assert command[:3] == ["python3", "-m", ENGINE_MODULE]
     assert "--tensor-parallel-size=4" in command and command[-1] == "--seed=1"
     assert grace_period_s(15, 30) == 60
+
+
+def test_engine_tracing_is_opt_in() -> None:
+    assert not any("otlp" in arg for arg in EngineRecipe("/m", "b").args())
+    traced = EngineRecipe("/m", "b", otlp_traces_endpoint="http://collector:4318/v1/traces")
+    assert "--otlp-traces-endpoint=http://collector:4318/v1/traces" in traced.args()
+    assert traced.environment()["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] == "http/protobuf"
