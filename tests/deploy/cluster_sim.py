@@ -18,8 +18,9 @@ plays kubelet, the Deployment controller, kube-proxy and cluster DNS for them:
   the pods' Python (`sitecustomize`), and a ClusterIP Service is a TCP proxy on 127.0.0.1 that
   spreads new connections over ready endpoints;
 - deleting a pod takes it out of every endpoint list at once, runs its preStop sleep, sends
-  SIGTERM to its process group and SIGKILL after terminationGracePeriodSeconds, while the
-  Deployment starts a replacement; a container that dies is restarted in the same pod.
+  SIGTERM to its main process (as the container runtime does) and SIGKILL to all its processes
+  after terminationGracePeriodSeconds, while the Deployment starts a replacement; a container
+  that dies is restarted in the same pod.
 
 Not simulated: scheduling, resource limits, the network policy, probes' failure thresholds
 (readiness follows the last probe), and anything GPU.
@@ -45,6 +46,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.tcp_proxy import TcpProxy
 
 Manifest = dict[str, Any]
 REPO = Path(__file__).resolve().parents[2]
@@ -159,6 +162,7 @@ class ClusterSim:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._proxies: list[socket.socket] = []
+        self._connections: list[socket.socket] = []
         self.dns_file = workdir / "dns.json"
         self.shim_dir = workdir / "shim"
         self.shim_dir.mkdir(parents=True, exist_ok=True)
@@ -398,8 +402,9 @@ class ClusterSim:
                     client.close()
                     continue
                 upstream.settimeout(None)
+                self._connections += [client, upstream]
                 for a, b in ((client, upstream), (upstream, client)):
-                    threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+                    threading.Thread(target=TcpProxy._pipe, args=(a, b), daemon=True).start()
 
         threading.Thread(target=accept, daemon=True).start()
         return f"http://127.0.0.1:{listener.getsockname()[1]}"
@@ -442,7 +447,10 @@ class ClusterSim:
         process = pod.process
         if process is None:
             return
-        _signal_group(process.pid, signal.SIGTERM)
+        # The container runtime signals the container's main process only (its children are
+        # that process's business); at the deadline everything left in the container dies.
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
         remaining = pod.container.grace_s - (time.monotonic() - started)
         try:
             process.wait(max(remaining, 0))
@@ -457,9 +465,9 @@ class ClusterSim:
 
     def stop(self) -> None:
         self._stop.set()
-        for listener in self._proxies:
+        for sock in [*self._proxies, *self._connections]:
             with contextlib.suppress(OSError):
-                listener.close()
+                sock.close()
         for pod in self.pods:
             pod.terminating = True
             if pod.process is not None and pod.process.poll() is None:
@@ -470,20 +478,6 @@ class ClusterSim:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     pod.process.wait(max(0.1, deadline - time.monotonic()))
                 _signal_group(pod.process.pid, signal.SIGKILL)
-
-
-def _pipe(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(65536):
-            dst.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for sock in (src, dst):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(OSError):
-                sock.close()
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
