@@ -47,6 +47,7 @@ from lorafleet.server.routes import usage as usage_routes
 from lorafleet.server.serving import InferenceService, ModelResolver, RetryPolicy
 from lorafleet.server.settings import Settings
 from lorafleet.server.shared_limits import RedisRateLimiter, connect
+from lorafleet.server.token_limits import TokenLimits
 from lorafleet.server.usage import UsageMeter
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,11 @@ def create_app(
         service = InferenceService(
             resolver, metrics, retry, limiter=limiter, meter=meter,
             max_in_flight=settings.max_in_flight_per_model,
+            token_limits={
+                settings.base_model_id: TokenLimits(
+                    settings.default_max_tokens, settings.max_tokens_cap
+                )
+            },
         )  # fmt: skip
         base_model_dir = supervisor.model_dir if supervisor else None
         keys = None
