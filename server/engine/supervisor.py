@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -79,6 +80,21 @@ class EngineSpec:
         env.setdefault("HF_HUB_OFFLINE", "1")
         env["PYTHONUNBUFFERED"] = "1"
         return env
+
+
+# Engine output that says nothing an operator can act on: nanobind's leak report when the
+# process exits (hundreds of lines from triton's bindings), and triton being absent or unused on
+# CPUs. Shown with --log-level debug; other lines naming triton (a GPU kernel failing) stay.
+_NOISE = re.compile(
+    r"^nanobind: |^ - (leaked |\.\.\. skipped remainder)"
+    r"|Triton is (not installed|installed, but)|requires Triton|triton_utils/\S+ \w*Warning"
+    r"|^\s*warnings\.warn\($"
+)
+
+
+def engine_line_level(line: str) -> int:
+    """The level an engine output line is forwarded at: noise at debug, the rest at info."""
+    return logging.DEBUG if _NOISE.search(line) else logging.INFO
 
 
 def _gib(value: float) -> str:
@@ -172,7 +188,7 @@ class EngineProcess:
         async for raw in process.stdout:
             line = raw.decode(errors="replace").rstrip()
             if line:
-                engine_log.info("[%s] %s", self.name, line)
+                engine_log.log(engine_line_level(line), "[%s] %s", self.name, line)
 
     async def stop(self, grace_s: float = 30.0) -> None:
         self._stopping = True
