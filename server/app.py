@@ -24,6 +24,7 @@ from lorafleet import __version__
 from lorafleet.adapters.guard import write_guard_adapter
 from lorafleet.adapters.registration import register_adapter
 from lorafleet.adapters.registry import AdapterRegistry
+from lorafleet.server.announce import announce_ready
 from lorafleet.server.deps import Gateway, Lifecycle
 from lorafleet.server.engine import cpu_lora_ops
 from lorafleet.server.engine.http import HttpClient, Timeouts, make_client
@@ -127,6 +128,7 @@ def create_app(
             ]
             tasks.append(asyncio.create_task(_watch_registry(gateway)))
             tasks.append(asyncio.create_task(meter.run(settings.usage_flush_interval_s)))
+            tasks.append(asyncio.create_task(announce_ready(pools, settings)))
             if settings.engine_discovery:
                 tasks.append(asyncio.create_task(_discover(gateway, client)))
             stack.push_async_callback(_cancel, tasks)
