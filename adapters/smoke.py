@@ -113,7 +113,7 @@ def add_parser(model_actions: Any) -> None:
     smoke.add_argument("--url", help="gateway or engine URL (default $LORAFLEET_URL or :8000)")
     smoke.add_argument("--model", default="smollm2-135m-instruct", help="the `model` to ask")
     smoke.add_argument("--repeats", type=int, default=3, help="asks per question when sampling")
-    smoke.add_argument("--max-tokens", type=int, default=48)
+    smoke.add_argument("--max-tokens", type=int, default=64)
     smoke.add_argument("--record", type=Path, metavar="MODEL_DIR", help="write into its manifest")
     smoke.add_argument("--json", action="store_true", help="print the scores as JSON")
     smoke.set_defaults(func=main)

@@ -62,7 +62,7 @@ def test_the_command_scores_both_settings_and_records_them(
     assert smoke.main(args, transport=httpx.MockTransport(endpoint)) == 0
     sampled = [b for b in endpoint.bodies if "temperature" not in b]  # the model's defaults
     assert len(sampled) == 24 and len(endpoint.bodies) == 36
-    assert all(b["max_tokens"] == 48 and b["model"] == "smollm2-135m-instruct" for b in sampled)
+    assert all(b["max_tokens"] == 64 and b["model"] == "smollm2-135m-instruct" for b in sampled)
     out = capsys.readouterr().out
     assert "default sampling   0/24 (0%)" in out
     assert "temperature 0      1/12 (8%)" in out  # only the France question expects Paris
