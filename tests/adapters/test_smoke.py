@@ -83,3 +83,9 @@ def test_an_unreachable_endpoint_is_a_message_not_a_traceback(
     args = make_parser().parse_args(["model", "smoke", "--url", "http://gw:8000"])
     assert smoke.main(args, transport=httpx.MockTransport(refuse)) == 1
     assert "connection refused" in capsys.readouterr().err
+
+
+def test_concurrent_asks_keep_each_answer_with_its_question() -> None:
+    items = [SmokeItem(f"q{i}", (f"a{i}",)) for i in range(10)]
+    result = score("concurrent", lambda question: "a" + question[1:], items, 2, concurrency=4)
+    assert (result.passed, result.asked, result.missed) == (20, 20, [])
