@@ -127,8 +127,8 @@ def create_app(
                 for pool in pools.values()
             ]
             tasks.append(asyncio.create_task(_watch_registry(gateway)))
-            tasks.append(asyncio.create_task(meter.run(settings.usage_flush_interval_s)))
             tasks.append(asyncio.create_task(announce_ready(pools, settings)))
+            tasks.append(asyncio.create_task(meter.run(settings.usage_flush_interval_s)))
             if settings.engine_discovery:
                 tasks.append(asyncio.create_task(_discover(gateway, client)))
             stack.push_async_callback(_cancel, tasks)

@@ -190,6 +190,15 @@ class Settings(BaseSettings):
         return url
 
     @model_validator(mode="after")
+    def _check_max_tokens(self) -> Self:
+        if self.max_tokens_cap is not None and self.default_max_tokens > self.max_tokens_cap:
+            raise ValueError(
+                f"default_max_tokens ({self.default_max_tokens}) is above max_tokens_cap "
+                f"({self.max_tokens_cap})"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _check_auth(self) -> Self:
         if self.admin_key is not None:
             if len(self.admin_key.get_secret_value()) < 16:
@@ -199,15 +208,6 @@ class Settings(BaseSettings):
                     "auth is on (admin_key is set): key_secret must be set too, at least 32 "
                     "random characters (it keys the HMAC of stored API keys)"
                 )
-        return self
-
-    @model_validator(mode="after")
-    def _check_max_tokens(self) -> Self:
-        if self.max_tokens_cap is not None and self.default_max_tokens > self.max_tokens_cap:
-            raise ValueError(
-                f"default_max_tokens ({self.default_max_tokens}) is above max_tokens_cap "
-                f"({self.max_tokens_cap})"
-            )
         return self
 
     @model_validator(mode="after")

@@ -92,9 +92,9 @@ _NOISE = re.compile(
 )
 
 
-def engine_line_level(line: str) -> int:
-    """The level an engine output line is forwarded at: noise at debug, the rest at info."""
-    return logging.DEBUG if _NOISE.search(line) else logging.INFO
+def is_engine_noise(line: str) -> bool:
+    """Engine output forwarded at debug rather than info."""
+    return _NOISE.search(line) is not None
 
 
 def _gib(value: float) -> str:
@@ -188,7 +188,8 @@ class EngineProcess:
         async for raw in process.stdout:
             line = raw.decode(errors="replace").rstrip()
             if line:
-                engine_log.log(engine_line_level(line), "[%s] %s", self.name, line)
+                level = logging.DEBUG if is_engine_noise(line) else logging.INFO
+                engine_log.log(level, "[%s] %s", self.name, line)
 
     async def stop(self, grace_s: float = 30.0) -> None:
         self._stopping = True

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pytest
@@ -87,9 +86,9 @@ ENGINE_NEWS = [
 
 @pytest.mark.parametrize("line", ENGINE_NOISE)
 def test_engine_noise_is_forwarded_at_debug(line: str) -> None:
-    assert supervisor.engine_line_level(line) == logging.DEBUG
+    assert supervisor.is_engine_noise(line)
 
 
 @pytest.mark.parametrize("line", ENGINE_NEWS)
 def test_other_engine_lines_stay_at_info(line: str) -> None:
-    assert supervisor.engine_line_level(line) == logging.INFO
+    assert not supervisor.is_engine_noise(line)
