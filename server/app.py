@@ -94,9 +94,8 @@ def create_app(
             resolver, metrics, retry, limiter=limiter, meter=meter,
             max_in_flight=settings.max_in_flight_per_model,
             token_limits={
-                settings.base_model_id: TokenLimits(
-                    settings.default_max_tokens, settings.max_tokens_cap
-                )
+                name: TokenLimits(settings.default_max_tokens, settings.max_tokens_cap)
+                for name in pools
             },
         )  # fmt: skip
         base_model_dir = supervisor.model_dir if supervisor else None
