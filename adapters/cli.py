@@ -3,6 +3,7 @@
     lorafleet model fetch                          # the embedded default, smollm2-135m-instruct
     lorafleet model fetch meta-llama/Llama-3.1-8B-Instruct
     lorafleet model fetch /models/my-llama         # prints the model directory as its last line
+    lorafleet model smoke [--record MODEL_DIR]     # score a served model on a fixed smoke set
 
     lorafleet adapters add support /srv/adapters/support-v3 [--base-model ID]
     lorafleet adapters ls
@@ -20,6 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lorafleet.adapters import smoke
+
 
 def add_parser(subparsers: Any) -> None:
     model = subparsers.add_parser("model", help="base models")
@@ -30,6 +33,7 @@ def add_parser(subparsers: Any) -> None:
     fetch.add_argument("--verify", action="store_true", help="re-hash the weights")
     fetch.add_argument("--quiet", action="store_true", help="no progress bar")
     fetch.set_defaults(func=fetch_main)
+    smoke.add_parser(model_sub)
     add_adapters_parser(subparsers)
     add_keys_parser(subparsers)
 

@@ -24,6 +24,7 @@ from lorafleet import __version__
 from lorafleet.adapters.guard import write_guard_adapter
 from lorafleet.adapters.registration import register_adapter
 from lorafleet.adapters.registry import AdapterRegistry
+from lorafleet.server.announce import announce_ready
 from lorafleet.server.deps import Gateway, Lifecycle
 from lorafleet.server.engine import cpu_lora_ops
 from lorafleet.server.engine.http import HttpClient, Timeouts, make_client
@@ -47,6 +48,7 @@ from lorafleet.server.routes import usage as usage_routes
 from lorafleet.server.serving import InferenceService, ModelResolver, RetryPolicy
 from lorafleet.server.settings import ModelSpec, Settings
 from lorafleet.server.shared_limits import RedisRateLimiter, connect
+from lorafleet.server.token_limits import TokenLimits
 from lorafleet.server.tracing import Tracing
 from lorafleet.server.usage import UsageMeter
 
@@ -101,6 +103,7 @@ def create_app(
         service = InferenceService(
             resolver, metrics, retry, limiter=limiter, meter=meter,
             max_in_flight=settings.max_in_flight_per_model, tracing=tracing,
+            token_limits={m.name: _token_limits(settings, m) for m in models},
         )  # fmt: skip
         model_dirs = supervisor.model_dirs if supervisor else {}
         keys = None
@@ -132,6 +135,7 @@ def create_app(
                 for pool in pools.values()
             ]
             tasks.append(asyncio.create_task(_watch_registry(gateway)))
+            tasks.append(asyncio.create_task(announce_ready(pools, settings)))
             tasks.append(asyncio.create_task(meter.run(settings.usage_flush_interval_s)))
             tasks += [
                 asyncio.create_task(_discover(pools[m.name], m, settings, client))
@@ -160,6 +164,14 @@ def create_app(
     app.add_middleware(HeaderLimitMiddleware)
     app.add_middleware(RequestIdMiddleware, tracing=tracing, access_log=settings.access_log)
     return app
+
+
+def _token_limits(settings: Settings, model: ModelSpec) -> TokenLimits:
+    """A base model's default and cap for max_tokens: its own, else the gateway-wide ones."""
+    return TokenLimits(
+        model.default_max_tokens or settings.default_max_tokens,
+        model.max_tokens_cap or settings.max_tokens_cap,
+    )
 
 
 def _rate_limiter(

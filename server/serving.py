@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -38,6 +38,7 @@ from lorafleet.server.limits import RateLimiter, Reservation
 from lorafleet.server.lora import AdapterManager
 from lorafleet.server.metrics import GatewayMetrics
 from lorafleet.server.protocol import ModelCard, _SamplingFields
+from lorafleet.server.token_limits import TokenLimits, apply_max_tokens
 from lorafleet.server.tracing import EngineCall, Tracing
 from lorafleet.server.usage import UsageMeter
 
@@ -155,6 +156,7 @@ class InferenceService:
         meter: UsageMeter | None = None,
         max_in_flight: int | None = None,
         tracing: Tracing | None = None,
+        token_limits: Mapping[str, TokenLimits] | None = None,
     ) -> None:
         self.resolver = resolver
         self.tracing = tracing or Tracing()
@@ -163,6 +165,7 @@ class InferenceService:
         self.limiter = limiter
         self.meter = meter
         self.max_in_flight = max_in_flight  # per base model: past it, 429 instead of a queue
+        self.token_limits = token_limits or {}  # per base model; TokenLimits() when absent
 
     async def _check_context(
         self, endpoint: Endpoint, body: dict[str, Any], target: Target
@@ -235,8 +238,12 @@ class InferenceService:
         body = request.declared_fields()
         body["model"] = target.engine_model
         try:
+            limits = self.token_limits.get(target.pool.base_model, TokenLimits())
             with self.tracing.span("admission"):
-                await self._check_context(endpoint, body, target)
+                # Before the context check and the reservation, so all three use one number.
+                if not apply_max_tokens(body, limits.default, limits.cap):
+                    # A default the client never asked for is shortened by vLLM, not refused.
+                    await self._check_context(endpoint, body, target)
                 account = await self._open_account(who, request, body, target)
         except LorafleetError as exc:
             self.metrics.requests.labels(

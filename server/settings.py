@@ -30,6 +30,8 @@ from pydantic_settings import (
 )
 
 from lorafleet.adapters.base_models import DEFAULT_MODEL_ID, default_cache_dir
+from lorafleet.server.protocol import MAX_TOKENS
+from lorafleet.server.token_limits import DEFAULT_MAX_TOKENS
 
 _URL = TypeAdapter(AnyHttpUrl)
 
@@ -84,6 +86,8 @@ class ModelSpec(BaseModel):
     cpu_threads: str | None = None
     extra_args: list[str] | None = None
     base_guard: Literal["auto", "on", "off"] | None = None
+    default_max_tokens: int | None = Field(None, ge=1)
+    max_tokens_cap: int | None = Field(None, ge=1)
 
     @field_validator("engine_urls", "engine_discovery", mode="before")
     @classmethod
@@ -207,6 +211,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     # Requests in flight per base model before new ones get 429 (a bounded queue).
     max_in_flight_per_model: int = Field(512, ge=1)
+    # Generated tokens for a request that names no max_tokens (so none runs to the end of the
+    # context), and a cap above which requests get 400 (None: only the protocol's 32768).
+    default_max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1, le=MAX_TOKENS)
+    max_tokens_cap: int | None = Field(None, ge=1, le=MAX_TOKENS)
     usage_flush_interval_s: float = Field(5.0, gt=0)
     drain_timeout_s: float = Field(30.0, ge=0)
     # Per-key rpm/tpm buckets and budgets shared by every gateway replica (redis://host:port/db,
@@ -259,6 +267,15 @@ class Settings(BaseSettings):
         if isinstance(url, str) and not url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("redis_url must start with redis://, rediss:// or unix://")
         return url
+
+    @model_validator(mode="after")
+    def _check_max_tokens(self) -> Self:
+        if self.max_tokens_cap is not None and self.default_max_tokens > self.max_tokens_cap:
+            raise ValueError(
+                f"default_max_tokens ({self.default_max_tokens}) is above max_tokens_cap "
+                f"({self.max_tokens_cap})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_auth(self) -> Self:

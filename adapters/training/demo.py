@@ -272,8 +272,11 @@ the time per step is an upper bound for this hardware, not a benchmark.
 
 ## Reproduce
 
-    scripts/demo_finetune.sh http://127.0.0.1:8000   # publish to a running gateway (make serve)
-    DEMO_STANDALONE=1 DEMO_THREADS=1 scripts/demo_finetune.sh   # bare vLLM engine, 1 torch thread
+<!-- example: not-run (trains on CPU for about 30 minutes) -->
+```bash
+scripts/demo_finetune.sh http://127.0.0.1:8000   # publish to a running gateway (make serve)
+DEMO_STANDALONE=1 DEMO_THREADS=1 scripts/demo_finetune.sh   # bare vLLM engine, 1 torch thread
+```
 
 The gateway must list `runs/demo-finetune` (or `$DEMO_WORKDIR`) in `LORAFLEET_ADAPTER_ROOTS`.
 Raw answers and per-model JSON reports are left in the work directory (`answers-*.jsonl`,

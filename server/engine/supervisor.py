@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import shutil
 import signal
 from dataclasses import dataclass
@@ -59,6 +60,21 @@ class EngineSpec:
         env.setdefault("HF_HUB_OFFLINE", "1")
         env["PYTHONUNBUFFERED"] = "1"
         return env
+
+
+# Engine output that says nothing an operator can act on: nanobind's leak report when the
+# process exits (hundreds of lines from triton's bindings), and triton being absent or unused on
+# CPUs. Shown with --log-level debug; other lines naming triton (a GPU kernel failing) stay.
+_NOISE = re.compile(
+    r"^nanobind: |^ - (leaked |\.\.\. skipped remainder)"
+    r"|Triton is (not installed|installed, but)|requires Triton|triton_utils/\S+ \w*Warning"
+    r"|^\s*warnings\.warn\($"
+)
+
+
+def is_engine_noise(line: str) -> bool:
+    """Engine output forwarded at debug rather than info."""
+    return _NOISE.search(line) is not None
 
 
 def _gib(value: float) -> str:
@@ -152,7 +168,8 @@ class EngineProcess:
         async for raw in process.stdout:
             line = raw.decode(errors="replace").rstrip()
             if line:
-                engine_log.info("[%s] %s", self.name, line)
+                level = logging.DEBUG if is_engine_noise(line) else logging.INFO
+                engine_log.log(level, "[%s] %s", self.name, line)
 
     async def stop(self, grace_s: float | None = None) -> None:
         self._stopping = True

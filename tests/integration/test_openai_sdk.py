@@ -27,7 +27,7 @@ def test_chat_answers_paris(gateway: Server) -> None:
 
 
 def test_chat_with_default_sampling_answers_paris(gateway: Server) -> None:
-    # The README's snippet: no sampling parameters (the model card's defaults apply).
+    # No sampling parameters: the model card's defaults apply (the README sends temperature=0).
     replies = [
         gateway.openai().chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=30)
         for _ in range(3)

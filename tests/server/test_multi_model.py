@@ -165,3 +165,28 @@ def test_metrics_carry_the_base_model(
     assert f'lorafleet:model_base_model{{base_model="{MODEL}",model="{MODEL}"}} 1.0' in text
     assert f'lorafleet:pool_requests_in_flight{{base_model="{TINY}"}} 0.0' in text
     assert f'lorafleet:engine_ready{{base_model="{TINY}",engine="http://tiny-0:8000"}} 1.0' in text
+
+
+def test_max_tokens_default_per_model(
+    settings: Settings, base_model_dir: Path, tiny_dir: Path
+) -> None:
+    """A request naming no max_tokens gets its base model's default, else the gateway's."""
+    fleet = {"smol-0": FakeVLLM(), "tiny-0": FakeVLLM(base=TINY)}
+    two = Settings(
+        **settings.model_dump(
+            exclude={"engine_urls", "served_model_name", "model", "models", "default_max_tokens"}
+        ),
+        default_max_tokens=200,
+        models=[
+            {"name": MODEL, "source": str(base_model_dir), "engine_urls": ["http://smol-0:8000"]},
+            {"name": TINY, "source": str(tiny_dir), "engine_urls": ["http://tiny-0:8000"],
+             "default_max_tokens": 3},
+        ],
+    )  # fmt: skip
+    with TestClient(create_app(two, transport=fleet_transport(fleet))) as client:
+        wait_ready(client)
+        for model in (MODEL, TINY):
+            body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+            assert client.post("/v1/chat/completions", json=body).status_code == 200
+    assert fleet["smol-0"].requests[-1]["max_tokens"] == 200
+    assert fleet["tiny-0"].requests[-1]["max_tokens"] == 3

@@ -59,3 +59,39 @@ def test_dtype_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_dtype("auto") == "bfloat16"
     monkeypatch.setattr(supervisor, "has_cuda_device", lambda: True)
     assert resolve_dtype("auto") == "auto"
+
+
+# Lines from a real engine's log (benchmarks/results/2026-11-28-cpu/fleet/logs).
+ENGINE_NOISE = [
+    "nanobind: leaked 4 instances!",
+    "nanobind: leaked 514 functions!",
+    "nanobind: this is likely caused by a reference counting issue in the binding code.",
+    ' - leaked instance 0x7fe4f1659248 of type "triton._C.libtriton.ir.attribute"',
+    ' - leaked type "PROPAGATE_NAN"',
+    ' - leaked function "get_result"',
+    " - ... skipped remainder",
+    "Triton is installed, but doesn't include CPU backend. Disabling Triton.",
+    "(EngineCore pid=24400) WARNING 11-28 21:32:34 [cpu.py:224] Triton is not installed. "
+    "triton-cpu is expected on x86 CPUs.",
+    "(VllmWorker-0 pid=24440) WARNING 11-28 21:32:29 [vllm.py:725] Model Runner V2 requires "
+    "Triton; using the V1 model runner instead.",
+    "/x/site-packages/vllm/triton_utils/dispatcher.py:139: FutureWarning: `torch.distributed",
+    "  warnings.warn(",
+]
+ENGINE_NEWS = [
+    "(APIServer pid=24253) WARNING 11-28 21:32:35 [api_router.py:33] LoRA dynamic loading & "
+    "unloading is enabled in the API server.",
+    "INFO:     Application startup complete.",
+    "RuntimeError: triton kernel launch failed: out of resources",
+    "Traceback (most recent call last):",
+]
+
+
+@pytest.mark.parametrize("line", ENGINE_NOISE)
+def test_engine_noise_is_forwarded_at_debug(line: str) -> None:
+    assert supervisor.is_engine_noise(line)
+
+
+@pytest.mark.parametrize("line", ENGINE_NEWS)
+def test_other_engine_lines_stay_at_info(line: str) -> None:
+    assert not supervisor.is_engine_noise(line)
