@@ -167,7 +167,7 @@ class AdapterManager:
         if adapter is None:
             return None
         if pinned:
-            if not pinned.isdigit():
+            if not _is_version(pinned):
                 return None
             version = adapter.version(int(pinned))
         else:
@@ -328,3 +328,9 @@ class AdapterManager:
             for url, placements in self._placements.items()
             if version.engine_name in placements
         }
+
+
+def _is_version(text: str) -> bool:
+    """ASCII digits only: `str.isdigit` also accepts "²", which `int` then refuses; and a
+    version past 2**31 exists nowhere (and would overflow the registry's integer column)."""
+    return text.isascii() and text.isdigit() and len(text) <= 9

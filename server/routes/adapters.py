@@ -31,8 +31,14 @@ from lorafleet.server.errors import (
     RegistryUnavailableError,
 )
 from lorafleet.server.lora import AdapterManager
+from lorafleet.server.strict_json import StrictJSONRoute
 
-router = APIRouter(prefix="/v1/adapters", tags=["adapters"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    route_class=StrictJSONRoute,
+    prefix="/v1/adapters",
+    tags=["adapters"],
+    dependencies=[Depends(require_admin)],
+)
 T = TypeVar("T")
 _FORBIDDEN_SOURCE_CODES = {"path_not_allowed", "source_disabled"}
 
@@ -44,7 +50,7 @@ class RegisterRequest(BaseModel):
 
 
 class RollbackRequest(BaseModel):
-    version: int | None = Field(None, ge=1)
+    version: int | None = Field(None, ge=1, le=2**31 - 1)
 
 
 @router.post("", status_code=201)
@@ -79,7 +85,7 @@ async def get_adapter(name: str, gateway: GatewayDep) -> dict[str, Any]:
 async def remove_adapter(ref: str, gateway: GatewayDep) -> dict[str, Any]:
     manager = _manager(gateway)
     name, _, version = ref.partition("@")
-    if version and not version.isdigit():
+    if version and not (version.isascii() and version.isdigit() and len(version) <= 9):
         raise InvalidRequestError(f"bad adapter reference {ref!r}: use NAME or NAME@VERSION")
     adapter = await _call(manager.registry.remove, name, int(version) if version else None)
     await manager.refresh(force=True)

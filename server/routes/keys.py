@@ -12,16 +12,23 @@ from starlette.responses import JSONResponse
 from lorafleet.server.deps import Gateway, GatewayDep, require_admin
 from lorafleet.server.errors import InvalidRequestError, NotFoundError
 from lorafleet.server.keys import KeyStore
+from lorafleet.server.strict_json import StrictJSONRoute
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    route_class=StrictJSONRoute,
+    prefix="/v1/keys",
+    tags=["keys"],
+    dependencies=[Depends(require_admin)],
+)
 
 
 class CreateKey(BaseModel):
     tenant: str = Field(..., min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
     adapters: list[str] = Field(default_factory=list, max_length=1000)
-    rpm: int | None = Field(None, ge=1)
-    tpm: int | None = Field(None, ge=1)
-    budget_tokens: int | None = Field(None, ge=1)
+    # Bounded to fit the registry's 64-bit columns (a float like 1e30 validates as an int).
+    rpm: int | None = Field(None, ge=1, le=2**62)
+    tpm: int | None = Field(None, ge=1, le=2**62)
+    budget_tokens: int | None = Field(None, ge=1, le=2**62)
 
 
 @router.post("", status_code=201)

@@ -7,8 +7,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import JSONResponse, Response
 
 from lorafleet.server.deps import GatewayDep
+from lorafleet.server.strict_json import StrictJSONRoute
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(route_class=StrictJSONRoute, tags=["operations"])
 
 
 @router.get("/health")
