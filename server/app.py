@@ -132,6 +132,9 @@ def create_app(
         version=__version__,
         description="OpenAI-compatible gateway for vLLM engines and LoRA adapters.",
         lifespan=lifespan,
+        docs_url=None,  # served by routes/ops.py, behind the admin key when auth is on
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.lifecycle = Lifecycle()
     install_error_handlers(app)

@@ -267,5 +267,5 @@ def test_gateway_admits_requests_when_redis_is_down(settings: Settings) -> None:
             assert (
                 client.post("/v1/chat/completions", json=CHAT, headers=headers).status_code == 200
             )
-        metrics = client.get("/metrics").text
+        metrics = client.get("/metrics", headers=ADMIN).text
         assert "lorafleet:rate_limit_fail_open_total 3.0" in metrics
