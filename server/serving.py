@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import orjson
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from lorafleet.adapters.registry import AdapterVersion
@@ -122,7 +123,9 @@ class RetryPolicy:
 @dataclass
 class Account:
     """Who pays for one request: holds its rate-limit reservation, then settles it and meters
-    the engine's usage exactly once when the request ends (a failed request refunds it all)."""
+    the engine's usage exactly once when the request ends. A request that sent nothing refunds
+    it all; a stream that ended early (client gone, engine broke) before the engine's usage
+    arrived pays `prompt_estimate` plus one token per event relayed (`sent`)."""
 
     who: Principal
     label: str
@@ -130,6 +133,15 @@ class Account:
     meter: UsageMeter | None
     reservation: Reservation | None = None
     closed: bool = False
+    prompt_estimate: int = 0
+    sent: int = 0
+
+    def close_early(self) -> None:
+        """The request ended without the engine's usage report (no-op when it had one)."""
+        if self.sent:
+            self.close(self.prompt_estimate, self.sent)
+        else:
+            self.close()
 
     def close(self, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
         if self.closed:
@@ -166,7 +178,7 @@ class InferenceService:
         """OpenAI answers 400 when prompt + max_tokens exceed the context window; vLLM quietly
         shortens max_tokens instead. Only requests that may be near the limit (estimating a
         generous one token per 2 bytes of prompt) pay for an exact count from the engine."""
-        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
+        max_tokens = _completion_cap(body)
         limit = target.pool.max_model_len
         if not max_tokens or not limit:
             return
@@ -189,9 +201,10 @@ class InferenceService:
                 param="messages",
             )
 
-    async def _open_account(
-        self, who: Principal, request: _SamplingFields, body: dict[str, Any], target: Target
-    ) -> Account:
+    async def _open_account(self, who: Principal, body: dict[str, Any], target: Target) -> Account:
+        """Admit the request (queue cap, then the key's limits) and reserve its worst case:
+        the prompt (estimated at one token per 3 bytes) plus the completion cap for every
+        choice the engine will generate (prompts x n)."""
         pool = target.pool
         if self.max_in_flight is not None and pool.in_flight >= self.max_in_flight:
             raise RateLimitError(
@@ -200,11 +213,23 @@ class InferenceService:
                 code="queue_full",
             )
         account = Account(who, target.label, self.limiter, self.meter)
-        if self.limiter is not None and who.key is not None:
-            completion = body.get("max_tokens") or body.get("max_completion_tokens")
-            prompt = len(orjson.dumps(body.get("messages") or body.get("prompt"))) // 3
-            worst = (completion or pool.max_model_len or 2048) * (body.get("n") or 1)
-            account.reservation = await self.limiter.acquire(who.key, prompt + worst)
+        account.prompt_estimate = len(orjson.dumps(body.get("messages") or body.get("prompt"))) // 3
+        if self.limiter is None or who.key is None:
+            return account
+        choices = _choices(body)
+        cap = _completion_cap(body)
+        if cap is None:
+            # vLLM's default: whatever the context leaves. A budget smaller than that still
+            # serves the request, capped (for the engine too) at what the budget has left.
+            cap = pool.max_model_len or 2048
+            left = self.limiter.budget_left(who.key)
+            if left is not None and account.prompt_estimate + cap * choices > left:
+                allowed = (left - account.prompt_estimate) // choices
+                if allowed >= 1:
+                    cap = body["max_tokens"] = allowed
+        account.reservation = await self.limiter.acquire(
+            who.key, account.prompt_estimate + cap * choices
+        )
         return account
 
     async def handle(
@@ -222,13 +247,24 @@ class InferenceService:
             raise
         body = request.declared_fields()
         body["model"] = target.engine_model
+        # Limits before anything that costs engine work (the context check may tokenize).
         try:
-            await self._check_context(endpoint, body, target)
-            account = await self._open_account(who, request, body, target)
+            account = await self._open_account(who, body, target)
         except LorafleetError as exc:
             self.metrics.requests.labels(
                 self.metrics.model_label(target.label), str(exc.status)
             ).inc()
+            raise
+        try:
+            await self._check_context(endpoint, body, target)
+        except LorafleetError as exc:
+            account.close()
+            self.metrics.requests.labels(
+                self.metrics.model_label(target.label), str(exc.status)
+            ).inc()
+            raise
+        except BaseException:
+            account.close()
             raise
         try:
             if request.stream:
@@ -240,8 +276,8 @@ class InferenceService:
                 response = await self._complete(
                     endpoint, body, target, request_id, started, account
                 )
-        except LorafleetError:
-            account.close()  # nothing was generated: refund the reservation
+        except BaseException:  # an error, or the client left: nothing was sent, refund it all
+            account.close()
             raise
         if self.limiter is not None and who.key is not None:
             response.headers.update(self.limiter.headers(who.key))
@@ -289,7 +325,7 @@ class InferenceService:
         relay = self._relay(
             stream, target, replica, request.wants_usage_in_stream, started, account
         )
-        return StreamingResponse(relay, media_type="text/event-stream")
+        return _SettledStream(relay, stream, account)
 
     async def _attempt(
         self, target: Target, call: Callable[[Replica], Awaitable[T]]
@@ -360,6 +396,8 @@ class InferenceService:
                             self._record_usage(label, chunk["usage"], account)
                             if not wants_usage:
                                 continue
+                    elif event != _DONE:
+                        account.sent += 1
                     yield rename(event)
         except LorafleetError as exc:
             # The status line is gone: the error travels as the stream's last event.
@@ -369,7 +407,7 @@ class InferenceService:
             yield _DONE
         finally:
             await stream.aclose()
-            account.close()  # no-op when usage arrived; a broken stream refunds
+            account.close_early()  # no-op when usage arrived
             gauge.dec()
             self.metrics.requests.labels(label, status).inc()
             self.metrics.e2e_latency.labels(label).observe(time.perf_counter() - started)
@@ -390,6 +428,39 @@ class InferenceService:
             completion = int(usage.get("completion_tokens") or 0)
             self.metrics.record_usage(label, prompt, completion)
             account.close(prompt, completion)
+
+
+class _SettledStream(StreamingResponse):
+    """A stream whose client left before the first event never runs the relay (whose
+    `finally` settles the account and closes the engine stream): that is done here then."""
+
+    def __init__(self, relay: AsyncIterator[bytes], stream: EngineStream, account: Account):
+        super().__init__(relay, media_type="text/event-stream")
+        self._stream = stream
+        self._account = account
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if not self._account.closed:
+                self._account.close_early()
+                await self._stream.aclose()
+
+
+def _completion_cap(body: dict[str, Any]) -> int | None:
+    """The most tokens per choice the engine may generate (vLLM prefers
+    `max_completion_tokens` over `max_tokens` when both are set)."""
+    cap = body.get("max_completion_tokens") or body.get("max_tokens")
+    return int(cap) if cap else None
+
+
+def _choices(body: dict[str, Any]) -> int:
+    """Completions the engine generates: n for each prompt of a list of prompts."""
+    prompt = body.get("prompt")
+    listed = isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], str | list)
+    prompts = len(prompt) if listed and isinstance(prompt, list) else 1
+    return prompts * int(body.get("n") or 1)
 
 
 def _same(data: bytes) -> bytes:

@@ -29,6 +29,9 @@ class FakeVLLM:
     stall_s: float = 0.0  # wait before answering
     break_after: int | None = None  # streamed events before the connection breaks
     load_delay_s: float = 0.0
+    event_gap_s: float = 0.0  # between streamed events
+    prompt_tokens: int = 7  # what usage reports for every prompt
+    tokenized: int = 0  # /tokenize calls
     fail_loads: bool = False
     loads: list[dict[str, Any]] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -63,6 +66,7 @@ class FakeVLLM:
             self.models.add(payload["lora_name"])
             return httpx.Response(200, text="ok")
         if path == "/tokenize":
+            self.tokenized += 1
             payload = json.loads(request.content)
             text = json.dumps(payload.get("messages") or payload.get("prompt"))
             return httpx.Response(200, json={"count": len(text.split()), "max_model_len": 2048})
@@ -93,9 +97,9 @@ class FakeVLLM:
         tokens = self.tokens[:max_tokens]
         finish = "length" if max_tokens < len(self.tokens) else "stop"
         usage = {
-            "prompt_tokens": 7,
+            "prompt_tokens": self.prompt_tokens,
             "completion_tokens": len(tokens),
-            "total_tokens": 7 + len(tokens),
+            "total_tokens": self.prompt_tokens + len(tokens),
         }
         if body.get("stream"):
             return httpx.Response(
@@ -153,7 +157,7 @@ class FakeVLLM:
         for i, event in enumerate(events):
             if self.break_after is not None and i >= self.break_after:
                 raise httpx.ReadError("engine died")
-            await asyncio.sleep(0)
+            await asyncio.sleep(self.event_gap_s)
             yield event
 
 
