@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 
 import httpx
 import redis.asyncio
@@ -33,6 +34,7 @@ from lorafleet.server.engine.vllm_http import VLLMHttpEngine
 from lorafleet.server.errors import install_error_handlers
 from lorafleet.server.keys import KeyStore
 from lorafleet.server.limits import LocalRateLimiter, RateLimiter
+from lorafleet.server.loops import survive
 from lorafleet.server.lora import AdapterManager
 from lorafleet.server.metrics import GatewayMetrics
 from lorafleet.server.middleware import (
@@ -91,6 +93,7 @@ def create_app(
         service = InferenceService(
             resolver, metrics, retry, limiter=limiter, meter=meter,
             max_in_flight=settings.max_in_flight_per_model,
+            inter_token_timeout_s=settings.inter_token_timeout_s,
         )  # fmt: skip
         base_model_dir = supervisor.model_dir if supervisor else None
         keys = None
@@ -206,8 +209,9 @@ async def _watch_registry(gateway: Gateway) -> None:
     replica when they happen, and every `reconcile_interval_s` regardless."""
     settings = gateway.settings
     last = time.monotonic()
-    while True:
-        await asyncio.sleep(settings.registry_poll_s)
+
+    async def poll() -> None:
+        nonlocal last
         changed = await gateway.adapters.refresh()
         if changed and gateway.keys is not None:
             try:
@@ -218,14 +222,20 @@ async def _watch_registry(gateway: Gateway) -> None:
             last = time.monotonic()
             for pool in gateway.pools.values():
                 for replica in pool.replicas:
-                    await gateway.adapters.reconcile(replica)
+                    reconcile = partial(gateway.adapters.reconcile, replica)
+                    await survive(f"reconcile {replica.url}", reconcile)
+
+    while True:
+        await asyncio.sleep(settings.registry_poll_s)
+        await survive("registry watch", poll)
 
 
 async def _discover(gateway: Gateway, client: HttpClient) -> None:
     """Resolve the headless Service names to pod IPs, now and every `discovery_interval_s`."""
     settings = gateway.settings
     pool = gateway.pools[settings.base_model_id]
-    while True:
+
+    async def discover() -> None:
         resolved = [await _resolve(name) for name in settings.engine_discovery]
         urls = sorted(
             {url for found in resolved for url in found or ()} | set(settings.engine_urls)
@@ -234,6 +244,9 @@ async def _discover(gateway: Gateway, client: HttpClient) -> None:
         if None not in resolved and urls != sorted(r.url for r in pool.replicas):
             log.info("engine replicas for %s: %s", pool.base_model, ", ".join(urls) or "none")
             pool.set_engines([VLLMHttpEngine(url, client) for url in urls])
+
+    while True:
+        await survive("engine discovery", discover)
         await asyncio.sleep(settings.discovery_interval_s)
 
 

@@ -23,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter as CounterOf
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -140,6 +141,10 @@ class AdapterManager:
         self.snapshot = Snapshot(generation=-1, adapters={})
         self.guard: AdapterVersion | None = None  # see lorafleet.adapters.guard
         self._placements: dict[str, OrderedDict[str, Placement]] = {}  # replica url -> name@v
+        # Requests that resolved a version and have not ended, by engine name: from resolve on
+        # (before any replica is chosen, while a stream waits for its first byte) the version
+        # must stay loaded wherever it is.
+        self._pinned: CounterOf[str] = CounterOf()
 
     # --- desired state -----------------------------------------------------------------------
     async def refresh(self, force: bool = False) -> bool:
@@ -240,6 +245,26 @@ class AdapterManager:
         self.metrics.loaded(version.name, replica.url, elapsed)
         log.info("loaded %s on %s in %.2fs", version.engine_name, replica.url, elapsed)
 
+    def pin(self, version: AdapterVersion) -> Callable[[], None]:
+        """Keep `version` from eviction and unloading until the returned release is called
+        (once; later calls do nothing)."""
+        name = version.engine_name
+        self._pinned[name] += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._pinned[name] -= 1
+                if self._pinned[name] <= 0:
+                    del self._pinned[name]
+
+        return release
+
+    def _busy(self, engine_name: str, placement: Placement) -> bool:
+        return placement.in_flight > 0 or engine_name in self._pinned
+
     @contextmanager
     def track(self, version: AdapterVersion, replica: Replica) -> Iterator[None]:
         placement = self.placements(replica).get(version.engine_name)
@@ -259,7 +284,9 @@ class AdapterManager:
             idle = [
                 name
                 for name, p in placements.items()
-                if p.in_flight == 0 and p.state != LoadState.LOADING and p.version is not self.guard
+                if not self._busy(name, p)
+                and p.state != LoadState.LOADING
+                and p.version is not self.guard
             ]
             if not idle:
                 return  # every adapter is busy: go over budget rather than fail requests
@@ -286,7 +313,7 @@ class AdapterManager:
             wanted = self.lookup(engine_name)
             current = self.lookup(placement.version.name)
             if wanted is None or (current is not None and current.engine_name != engine_name):
-                if placement.in_flight == 0 and placement.state != LoadState.LOADING:
+                if not self._busy(engine_name, placement) and placement.state != LoadState.LOADING:
                     await self._unload(
                         replica, engine_name, "removed" if wanted is None else "drained"
                     )

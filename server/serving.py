@@ -9,12 +9,13 @@ gateway always asks the engine for usage so it can meter; a client that did not 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
@@ -27,6 +28,7 @@ from lorafleet.server.engine.base import Endpoint, EngineResult, EngineStream
 from lorafleet.server.engine.pool import EnginePool, Replica
 from lorafleet.server.errors import (
     ContextLengthExceededError,
+    EngineTimeoutError,
     EngineUnavailableError,
     EngineUnreachableError,
     LorafleetError,
@@ -135,6 +137,7 @@ class Account:
     closed: bool = False
     prompt_estimate: int = 0
     sent: int = 0
+    release: Callable[[], None] = field(default=lambda: None)  # unpins the resolved adapter
 
     def close_early(self) -> None:
         """The request ended without the engine's usage report (no-op when it had one)."""
@@ -147,6 +150,7 @@ class Account:
         if self.closed:
             return
         self.closed = True
+        self.release()
         if self.limiter is not None and self.reservation is not None:
             self.limiter.settle(self.reservation, prompt_tokens + completion_tokens)
         if self.meter is not None and (prompt_tokens or completion_tokens):
@@ -164,6 +168,7 @@ class InferenceService:
         limiter: RateLimiter | None = None,
         meter: UsageMeter | None = None,
         max_in_flight: int | None = None,
+        inter_token_timeout_s: float | None = None,
     ) -> None:
         self.resolver = resolver
         self.metrics = metrics
@@ -171,6 +176,7 @@ class InferenceService:
         self.limiter = limiter
         self.meter = meter
         self.max_in_flight = max_in_flight  # per base model: past it, 429 instead of a queue
+        self.inter_token_timeout_s = inter_token_timeout_s  # between a stream's events
 
     async def _check_context(
         self, endpoint: Endpoint, body: dict[str, Any], target: Target
@@ -247,24 +253,22 @@ class InferenceService:
             raise
         body = request.declared_fields()
         body["model"] = target.engine_model
+        release = self._pin(target)
+        account: Account | None = None
         # Limits before anything that costs engine work (the context check may tokenize).
         try:
             account = await self._open_account(who, body, target)
-        except LorafleetError as exc:
-            self.metrics.requests.labels(
-                self.metrics.model_label(target.label), str(exc.status)
-            ).inc()
-            raise
-        try:
+            account.release = release
             await self._check_context(endpoint, body, target)
-        except LorafleetError as exc:
-            account.close()
-            self.metrics.requests.labels(
-                self.metrics.model_label(target.label), str(exc.status)
-            ).inc()
-            raise
-        except BaseException:
-            account.close()
+        except BaseException as exc:
+            if account is None:
+                release()
+            else:
+                account.close()
+            if isinstance(exc, LorafleetError):
+                self.metrics.requests.labels(
+                    self.metrics.model_label(target.label), str(exc.status)
+                ).inc()
             raise
         try:
             if request.stream:
@@ -304,6 +308,7 @@ class InferenceService:
             gauge.dec()
             self.metrics.requests.labels(label, status).inc()
         self._record_usage(label, result.body.get("usage"), account)
+        account.close_early()  # no usage in the answer: nothing to bill it on
         self.metrics.e2e_latency.labels(label).observe(time.perf_counter() - started)
         return Response(target.renamer()(result.raw), media_type="application/json")
 
@@ -369,6 +374,11 @@ class InferenceService:
         await self._guard(target.pool, replica, adapters.ensure_loaded(version, replica))
         return replica
 
+    def _pin(self, target: Target) -> Callable[[], None]:
+        if target.adapter is None or self.resolver.adapters is None:
+            return _nothing
+        return self.resolver.adapters.pin(target.adapter)
+
     def _track(self, target: Target, replica: Replica) -> AbstractContextManager[None]:
         if target.adapter is None or self.resolver.adapters is None:
             return nullcontext()
@@ -386,7 +396,20 @@ class InferenceService:
         gauge.inc()
         try:
             with target.pool.lease(replica), self._track(target, replica):
-                async for event in stream:
+                events = aiter(stream)
+                gap: float | None = None  # before the first event the client's read timeout
+                while True:
+                    try:
+                        # Only the wait for the engine is timed, never a slow client's.
+                        async with asyncio.timeout(gap):
+                            event = await anext(events)
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError:
+                        raise EngineTimeoutError(
+                            f"the engine sent nothing for {gap:g}s in the middle of the stream"
+                        ) from None
+                    gap = self.inter_token_timeout_s
                     if first:
                         self.metrics.ttft.labels(label).observe(time.perf_counter() - started)
                         first = False
@@ -461,6 +484,10 @@ def _choices(body: dict[str, Any]) -> int:
     listed = isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], str | list)
     prompts = len(prompt) if listed and isinstance(prompt, list) else 1
     return prompts * int(body.get("n") or 1)
+
+
+def _nothing() -> None:
+    return None
 
 
 def _same(data: bytes) -> bytes:
