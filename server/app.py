@@ -25,6 +25,7 @@ from lorafleet import __version__
 from lorafleet.adapters.guard import write_guard_adapter
 from lorafleet.adapters.registration import register_adapter
 from lorafleet.adapters.registry import AdapterRegistry
+from lorafleet.adapters.sources import clean_store_temporaries
 from lorafleet.server.deps import Gateway, Lifecycle
 from lorafleet.server.engine import cpu_lora_ops
 from lorafleet.server.engine.http import HttpClient, Timeouts, make_client
@@ -79,6 +80,7 @@ def create_app(
         metrics = GatewayMetrics(pools, max_adapter_labels=settings.metrics_max_adapter_labels)
         registry = AdapterRegistry(settings.registry_url)
         await asyncio.to_thread(registry.migrate)
+        await asyncio.to_thread(clean_store_temporaries, settings.store_dir)
         adapters = AdapterManager(
             registry,
             metrics,

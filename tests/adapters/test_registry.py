@@ -144,3 +144,22 @@ def test_a_failed_write_changes_nothing(registry: AdapterRegistry) -> None:
     with pytest.raises(AdapterNotFoundError):
         registry.rollback("a", 7)
     assert registry.snapshot() == before
+
+
+def test_a_failed_migration_leaves_nothing_behind(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlalchemy as sa
+
+    from lorafleet.adapters import registry as registry_module
+
+    broken = [*registry_module.MIGRATIONS, ["CREATE TABLE half_done (x INTEGER)", "NOT SQL"]]
+    monkeypatch.setattr(registry_module, "MIGRATIONS", broken)
+    registry = AdapterRegistry(database_url)
+    with pytest.raises(sa.exc.SQLAlchemyError):
+        registry.migrate()
+    with registry.engine.connect() as conn:
+        tables = sa.inspect(conn).get_table_names()
+    registry.close()
+    assert "adapters" in tables  # the earlier migrations committed, one by one
+    assert "half_done" not in tables

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -159,3 +160,16 @@ def test_an_adapter_is_not_evicted_between_resolve_and_relay(
     assert streamed.status_code == 200
     assert '"error"' not in streamed.text, streamed.text
     assert "Paris" in streamed.text
+
+
+def test_the_gateway_removes_stale_store_temporaries_at_start(
+    settings: Settings, engine: FakeVLLM
+) -> None:
+    stale = settings.store_dir / ".incoming-crashed"  # a registration killed mid-copy
+    stale.mkdir(parents=True)
+    (stale / "adapter_model.safetensors").write_bytes(b"half")
+    then = time.time() - 2 * 3600
+    os.utime(stale, (then, then))
+    with TestClient(create_app(settings, transport=engine.transport())) as client:
+        wait_ready(client)
+    assert not stale.exists()
