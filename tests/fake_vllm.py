@@ -175,3 +175,37 @@ def fleet_transport(engines: dict[str, FakeVLLM]) -> httpx.MockTransport:
         return await engines[request.url.host].handle(request)
 
     return httpx.MockTransport(handle)
+
+
+def asgi_app(engine: FakeVLLM) -> Any:
+    """`engine` as an ASGI app, to serve on a real socket (`tests.fault_engine.serve_in_thread`)
+    for the aiohttp engine client, which cannot use an httpx transport."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        request = httpx.Request(
+            scope["method"],
+            f"http://engine{scope['path']}",
+            headers=[(k.decode(), v.decode()) for k, v in scope["headers"]],
+            content=body,
+        )
+        response = await engine.handle(request)
+        headers = [(k.encode(), v.encode()) for k, v in response.headers.items()]
+        await send({"type": "http.response.start", "status": response.status_code,
+                    "headers": headers})  # fmt: skip
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        async for chunk in response.stream:  # a stream breaks off where the engine says
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    return app
