@@ -137,3 +137,24 @@ def test_usage_beyond_the_reservation_is_charged_to_the_tpm_bucket(
     response = client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 5}, headers=headers)
     assert response.status_code == 200
     assert int(response.headers["x-ratelimit-remaining-tokens"]) <= 1000 - 905
+
+
+def test_a_client_gone_before_the_stream_starts_leaks_no_reservation(
+    secured: Settings, engine: FakeVLLM
+) -> None:
+    with (
+        serve_in_thread(create_app(secured, transport=engine.transport())) as url,
+        httpx.Client(base_url=url, timeout=10) as http,
+    ):
+        wait_ready(http)  # type: ignore[arg-type]
+        headers = key(http, budget_tokens=10_000)
+        engine.stall_s = 0.5  # no first byte for half a second...
+        body = {**CHAT, "stream": True, "max_tokens": 5}
+        with pytest.raises(httpx.ReadTimeout):  # ...and the client gives up before it
+            http.post("/v1/chat/completions", json=body, headers=headers, timeout=0.1)
+        time.sleep(1.0)
+        engine.stall_s = 0.0
+        after = http.post("/v1/chat/completions", json={**CHAT, "max_tokens": 1}, headers=headers)
+        billed = usage_of(http)
+        left = int(after.headers["x-lorafleet-budget-remaining-tokens"])
+        assert left == 10_000 - billed["prompt"] - billed["completion"]  # nothing still reserved
