@@ -108,3 +108,16 @@ def test_registry_outage_keeps_serving_and_writes_fail_cleanly(
         assert retried.status_code == 201
         assert retried.json()["version"] == 2  # the failed attempt left nothing half-written
     proxy.cut()
+
+
+def test_names_no_adapter_can_have_are_404_not_503(
+    settings: Settings, engine: FakeVLLM, postgres_url: str
+) -> None:
+    shared = settings.model_copy(update={"database_url": postgres_url})
+    with TestClient(create_app(shared, transport=engine.transport())) as client:
+        wait_ready(client)
+        for method, path in [("GET", "/v1/adapters/a%00b"), ("DELETE", "/v1/adapters/a%00b"),
+                             ("POST", "/v1/adapters/a%00b/rollback")]:  # fmt: skip
+            response = client.request(method, path, json={})
+            assert response.status_code == 404, (path, response.text)
+            assert response.json()["error"]["code"] == "adapter_not_found"
