@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from fastapi import APIRouter, Depends
@@ -13,6 +14,8 @@ from lorafleet.server.deps import Gateway, GatewayDep, require_admin
 from lorafleet.server.errors import InvalidRequestError, NotFoundError
 from lorafleet.server.keys import KeyStore
 from lorafleet.server.strict_json import StrictJSONRoute
+
+_KEY_ID = re.compile(r"^[0-9a-f]{1,64}$")
 
 router = APIRouter(
     route_class=StrictJSONRoute,
@@ -50,7 +53,8 @@ async def list_keys(gateway: GatewayDep) -> dict[str, Any]:
 @router.delete("/{key_id}")
 async def revoke_key(key_id: str, gateway: GatewayDep) -> dict[str, Any]:
     keys = _keys(gateway)
-    if not await asyncio.to_thread(keys.revoke, key_id):
+    # Key ids are hex; anything else is not looked up (PostgreSQL refuses a NUL byte loudly).
+    if _KEY_ID.match(key_id) is None or not await asyncio.to_thread(keys.revoke, key_id):
         raise NotFoundError(f"no active key {key_id!r}", code="key_not_found")
     await keys.refresh()
     return {"key_id": key_id, "revoked": True}
