@@ -72,6 +72,9 @@ RUN groupadd --system --gid 10001 lorafleet \
 
 COPY --from=builder /opt/venv /opt/venv
 
+# The image listens on every interface, so it starts only with auth on (LORAFLEET_ADMIN_KEY and
+# LORAFLEET_KEY_SECRET, as the Helm chart always sets them) or with an explicit
+# LORAFLEET_ALLOW_UNAUTHENTICATED=1 (a trusted network, e.g. a local `docker run`).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

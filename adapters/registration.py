@@ -26,6 +26,7 @@ from lorafleet.adapters.sources import (
 from lorafleet.adapters.validation import (
     AdapterFacts,
     AdapterValidationError,
+    strict_json_loads,
     validate_adapter_dir,
 )
 
@@ -143,7 +144,7 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
         file = path / name
         if file.is_file():
             try:
-                data = json.loads(file.read_text())
+                data = strict_json_loads(file.read_text())
             except (OSError, ValueError) as exc:
                 raise AdapterValidationError(
                     f"{name} is not valid JSON: {exc}", "bad_manifest"

@@ -347,7 +347,9 @@ class AdapterRegistry:
     # --- internals ---------------------------------------------------------------------------
     @contextmanager
     def _begin(self) -> Iterator[Connection]:
-        with self._engine.begin() as conn:
+        """A write transaction (on SQLite it takes the write lock up front: a read-then-write
+        transaction that found another writer's commit at its first write would fail)."""
+        with self._engine.connect() as conn, conn.execution_options(lorafleet_write=True).begin():
             yield conn
 
     def _require(self, conn: Connection, name: str) -> Adapter:
@@ -420,6 +422,15 @@ def _make_engine(database_url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
+            # Python's sqlite3 opens a transaction only before INSERT/UPDATE/DELETE: DDL and
+            # the reads before a write ran outside it, so a failed migration left half its
+            # tables behind. SQLAlchemy emits BEGIN itself instead (its documented recipe).
+            dbapi_conn.isolation_level = None
+
+        @sa.event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Connection) -> None:
+            write = conn.get_execution_options().get("lorafleet_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
         return engine
     return sa.create_engine(database_url, pool_pre_ping=True, pool_size=5, max_overflow=5)

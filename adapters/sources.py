@@ -13,15 +13,19 @@ changes later, and engines load it from one path that gateway and engines share.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 from lorafleet.adapters.validation import CONFIG_NAME, WEIGHTS_NAME
+
+log = logging.getLogger(__name__)
 
 MANIFEST_NAMES = ("lorafleet-manifest.json",)
 STORED_FILES = (CONFIG_NAME, WEIGHTS_NAME, *MANIFEST_NAMES)
@@ -154,10 +158,49 @@ def commit_to_store(staging: Path, store: Path, sha256: str) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         return target
     staging.chmod(0o755)
+    # The registry records the path once this returns: its bytes and its name must both be on
+    # disk by then, or a power cut leaves a registered version with empty or missing files.
+    for file in staging.iterdir():
+        _fsync(file)
+    _fsync(staging)
     try:
         staging.rename(target)
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)
         if not (target / WEIGHTS_NAME).is_file():  # not just a lost race to an identical copy
             raise
+    _fsync(store)
     return target
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+STALE_AFTER_S = 3600.0
+
+
+def clean_store_temporaries(store: Path, older_than_s: float = STALE_AFTER_S) -> list[Path]:
+    """Remove staging copies and downloads that a crashed registration left behind. Only old
+    ones: replicas sharing the store may be registering right now."""
+    candidates = [*store.glob(".incoming-*"), *store.glob(".scratch/*")]
+    cutoff = time.time() - older_than_s
+    removed = []
+    for path in candidates:
+        try:
+            if path.lstat().st_mtime >= cutoff:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path)
+        except OSError:  # gone already, or not ours to remove: the next start tries again
+            continue
+    if removed:
+        log.info("removed %d stale temporary entries from %s", len(removed), store)
+    return removed

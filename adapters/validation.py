@@ -22,7 +22,7 @@ import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from lorafleet.adapters.base_models import ModelInfo
 
@@ -76,11 +76,12 @@ def validate_adapter_dir(
         )
 
     rank = _check_rank(config, max_rank)
+    alpha = _check_alpha(config, rank)
     targets = _check_targets(config, base)
     _check_tensors(weights, config, rank, targets, base)
     return AdapterFacts(
         rank=rank,
-        alpha=float(config.get("lora_alpha") or rank),
+        alpha=alpha,
         target_modules=tuple(sorted(targets)),
         base_model_name_or_path=config.get("base_model_name_or_path") or None,
         size_bytes=size,
@@ -93,7 +94,7 @@ def read_adapter_config(path: Path) -> dict[str, Any]:
     if not config_path.is_file():
         raise AdapterValidationError(f"{CONFIG_NAME} is missing", "missing_config")
     try:
-        config = json.loads(config_path.read_text())
+        config = strict_json_loads(config_path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise AdapterValidationError(
             f"{CONFIG_NAME} is not valid JSON: {exc}", "bad_config"
@@ -115,11 +116,11 @@ def read_adapter_config(path: Path) -> dict[str, Any]:
 
 def _check_rank(config: dict[str, Any], max_rank: int) -> int:
     rank = config.get("r")
-    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
+    if not _is_int(rank) or rank < 1:
         raise AdapterValidationError(
             f"adapter rank r must be a positive integer, got {rank!r}", "bad_rank"
         )
-    ranks = [rank, *(config.get("rank_pattern") or {}).values()]
+    ranks = [rank, *_rank_pattern(config).values()]
     too_big = max(ranks)
     if too_big > max_rank:
         raise AdapterValidationError(
@@ -129,10 +130,58 @@ def _check_rank(config: dict[str, Any], max_rank: int) -> int:
     return rank
 
 
+def _rank_pattern(config: dict[str, Any]) -> dict[str, int]:
+    """`rank_pattern` as PEFT means it: module regex -> positive integer rank."""
+    pattern = config.get("rank_pattern") or {}
+    if not isinstance(pattern, dict):
+        raise AdapterValidationError("rank_pattern must be an object", "bad_config")
+    for key, rank in pattern.items():
+        _regex(key, "rank_pattern")
+        if not _is_int(rank) or rank < 1:
+            raise AdapterValidationError(
+                f"rank_pattern[{key!r}] must be a positive integer, got {rank!r}", "bad_rank"
+            )
+    return pattern
+
+
+def _check_alpha(config: dict[str, Any], rank: int) -> float:
+    alpha = config.get("lora_alpha")
+    if alpha is None:
+        return float(rank)  # PEFT's default scale is alpha = r
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < 1e6:
+        raise AdapterValidationError(
+            f"lora_alpha must be a positive number, got {alpha!r}", "bad_config"
+        )
+    return float(alpha)
+
+
+def _regex(text: str, field: str) -> re.Pattern[str]:
+    try:
+        return re.compile(text)
+    except (re.error, RecursionError, OverflowError) as exc:
+        raise AdapterValidationError(
+            f"{field} holds an invalid regular expression {text!r}: {exc}", "bad_config"
+        ) from exc
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def strict_json_loads(text: str | bytes) -> Any:
+    """JSON as the spec defines it: NaN and Infinity, which Python's `json` accepts, are
+    refused (stored, they break every later JSON answer that includes them)."""
+    return json.loads(text, parse_constant=_refuse_constant)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def _check_targets(config: dict[str, Any], base: ModelInfo) -> set[str]:
     raw = config.get("target_modules")
     if isinstance(raw, str):
-        pattern = re.compile(raw)
+        pattern = _regex(raw, "target_modules")
         targets = {name for name in base.target_modules if pattern.search(name)}
         if not targets:
             raise AdapterValidationError(
@@ -158,7 +207,7 @@ def _check_tensors(
     weights: Path, config: dict[str, Any], rank: int, targets: set[str], base: ModelInfo
 ) -> None:
     header = read_safetensors_header(weights)
-    rank_pattern: dict[str, int] = config.get("rank_pattern") or {}
+    rank_pattern = _rank_pattern(config)
     seen = 0
     for key, meta in header.items():
         if key == "__metadata__":

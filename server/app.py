@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 
 import httpx
 import redis.asyncio
@@ -24,6 +25,7 @@ from lorafleet import __version__
 from lorafleet.adapters.guard import write_guard_adapter
 from lorafleet.adapters.registration import register_adapter
 from lorafleet.adapters.registry import AdapterRegistry
+from lorafleet.adapters.sources import clean_store_temporaries
 from lorafleet.server.announce import announce_ready
 from lorafleet.server.deps import Gateway, Lifecycle
 from lorafleet.server.engine import cpu_lora_ops
@@ -34,6 +36,7 @@ from lorafleet.server.engine.vllm_http import VLLMHttpEngine
 from lorafleet.server.errors import install_error_handlers
 from lorafleet.server.keys import KeyStore
 from lorafleet.server.limits import LocalRateLimiter, RateLimiter
+from lorafleet.server.loops import survive
 from lorafleet.server.lora import AdapterManager
 from lorafleet.server.metrics import GatewayMetrics
 from lorafleet.server.middleware import (
@@ -89,6 +92,7 @@ def create_app(
         metrics = GatewayMetrics(pools, max_adapter_labels=settings.metrics_max_adapter_labels)
         registry = AdapterRegistry(settings.registry_url)
         await asyncio.to_thread(registry.migrate)
+        await asyncio.to_thread(clean_store_temporaries, settings.store_dir)
         adapters = AdapterManager(
             registry,
             metrics,
@@ -104,6 +108,7 @@ def create_app(
             resolver, metrics, retry, limiter=limiter, meter=meter,
             max_in_flight=settings.max_in_flight_per_model, tracing=tracing,
             token_limits={m.name: _token_limits(settings, m) for m in models},
+            inter_token_timeout_s=settings.inter_token_timeout_s,
         )  # fmt: skip
         model_dirs = supervisor.model_dirs if supervisor else {}
         keys = None
@@ -151,6 +156,9 @@ def create_app(
         version=__version__,
         description="OpenAI-compatible gateway for vLLM engines and LoRA adapters.",
         lifespan=lifespan,
+        docs_url=None,  # served by routes/ops.py, behind the admin key when auth is on
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.lifecycle = Lifecycle()
     install_error_handlers(app)
@@ -232,8 +240,9 @@ async def _watch_registry(gateway: Gateway) -> None:
     replica when they happen, and every `reconcile_interval_s` regardless."""
     settings = gateway.settings
     last = time.monotonic()
-    while True:
-        await asyncio.sleep(settings.registry_poll_s)
+
+    async def poll() -> None:
+        nonlocal last
         changed = await gateway.adapters.refresh()
         if changed and gateway.keys is not None:
             try:
@@ -244,7 +253,12 @@ async def _watch_registry(gateway: Gateway) -> None:
             last = time.monotonic()
             for pool in gateway.pools.values():
                 for replica in pool.replicas:
-                    await gateway.adapters.reconcile(replica)
+                    reconcile = partial(gateway.adapters.reconcile, replica)
+                    await survive(f"reconcile {replica.url}", reconcile)
+
+    while True:
+        await asyncio.sleep(settings.registry_poll_s)
+        await survive("registry watch", poll)
 
 
 async def _discover(
@@ -252,13 +266,17 @@ async def _discover(
 ) -> None:
     """Resolve one model's headless Service names to pod IPs, now and every
     `discovery_interval_s` (each base model has its own Service: pools never mix)."""
-    while True:
+
+    async def discover() -> None:
         resolved = [await _resolve(name) for name in model.engine_discovery]
         urls = sorted({url for found in resolved for url in found or ()} | set(model.engine_urls))
         # A DNS hiccup (None) keeps the current replicas rather than dropping them all.
         if None not in resolved and urls != sorted(r.url for r in pool.replicas):
             log.info("engine replicas for %s: %s", pool.base_model, ", ".join(urls) or "none")
             pool.set_engines([VLLMHttpEngine(url, client) for url in urls])
+
+    while True:
+        await survive("engine discovery", discover)
         await asyncio.sleep(settings.discovery_interval_s)
 
 

@@ -34,6 +34,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from lorafleet.server.metrics import UNKNOWN_MODEL
+
 log = logging.getLogger(__name__)
 
 
@@ -222,7 +224,8 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
     param = ".".join(loc) or None
     message = first.get("msg", "Invalid request")
     if first.get("type") == "json_invalid":
-        return "Request body is not valid JSON.", None
+        detail = first.get("ctx", {}).get("error")
+        return f"Request body is not valid JSON: {detail or 'parse error'}.", None
     if first.get("type") == "model_attributes_type":
         return "Request body must be a JSON object.", None
     return (f"{param}: {message}" if param else message), param
@@ -238,7 +241,19 @@ async def _handle_lorafleet(request: Request, exc: Exception) -> Response:
 async def _handle_validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     message, param = _describe_validation(exc)
+    _count_refused(request, InvalidRequestError.status)
     return error_response(InvalidRequestError(message, param=param))
+
+
+_INFERENCE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
+
+
+def _count_refused(request: Request, status: int) -> None:
+    """Inference requests refused before serving sees them (bad JSON, failed validation) are
+    still answered requests: count them, under `unknown` since no model was resolved."""
+    gateway = getattr(request.state, "gateway", None)
+    if gateway is not None and request.url.path in _INFERENCE_PATHS:
+        gateway.metrics.requests.labels(UNKNOWN_MODEL, str(status)).inc()
 
 
 async def _handle_http(request: Request, exc: Exception) -> Response:

@@ -6,10 +6,11 @@
                                  (shared_limits.py, chosen when `redis_url` is set)
 
 Token buckets refill continuously (`rpm/60` requests and `tpm/60` tokens per second). A request
-reserves its worst case up front (an estimate of the prompt plus `max_tokens`, or the model's
-context when unset), so a burst cannot overshoot, and is settled from the engine's `usage` when
-it ends: unused tokens go back. The budget counts settled tokens (persisted in the usage table
-and reloaded at start) plus reservations in flight.
+reserves its worst case up front (serving.py: an estimate of the prompt plus the completion cap
+for every choice), so a burst cannot overshoot, and is settled from the engine's `usage` when it
+ends: unused tokens go back, tokens used beyond the reservation are taken from the tpm bucket
+too. The budget counts settled tokens (persisted in the usage table and reloaded at start) plus
+reservations in flight.
 
 `LocalRateLimiter` keeps that state per process: with N gateway replicas each enforces the
 limits on the traffic it sees, so a tenant gets up to N times its limit. `RedisRateLimiter` keeps
@@ -53,7 +54,12 @@ class RateLimiter(ABC):
 
     @abstractmethod
     def settle(self, reservation: Reservation, used: int) -> None:
-        """The request ended having used `used` tokens: refund the rest of the reservation."""
+        """The request ended having used `used` tokens: refund the rest of the reservation, or
+        take what it used beyond it from the tpm bucket (which may go below zero)."""
+
+    @abstractmethod
+    def budget_left(self, key: ApiKey) -> int | None:
+        """Tokens the key's budget has left after what is spent and reserved (None: no budget)."""
 
     @abstractmethod
     def headers(self, key: ApiKey) -> dict[str, str]:
@@ -187,8 +193,14 @@ class LocalRateLimiter(RateLimiter):
         state.reserved -= reservation.tokens
         state.spent += used
         if state.tokens is not None:
-            refund = max(0, min(reservation.tokens, state.tokens.capacity) - used)
+            refund = min(reservation.tokens, state.tokens.capacity) - used
             state.tokens.level = min(state.tokens.capacity, state.tokens.level + refund)
+
+    def budget_left(self, key: ApiKey) -> int | None:
+        if key.budget_tokens is None:
+            return None
+        state = self._for(key)
+        return max(0, key.budget_tokens - state.spent - state.reserved)
 
     async def flush(self) -> None:
         return None  # nothing is ever on its way: every change is made in place

@@ -23,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter as CounterOf
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -142,6 +143,10 @@ class AdapterManager:
         # Base model id -> its base guard (see lorafleet.adapters.guard), for pools that need one.
         self.guards: dict[str, AdapterVersion] = {}
         self._placements: dict[str, OrderedDict[str, Placement]] = {}  # replica url -> name@v
+        # Requests that resolved a version and have not ended, by engine name: from resolve on
+        # (before any replica is chosen, while a stream waits for its first byte) the version
+        # must stay loaded wherever it is.
+        self._pinned: CounterOf[str] = CounterOf()
 
     # --- desired state -----------------------------------------------------------------------
     async def refresh(self, force: bool = False) -> bool:
@@ -169,7 +174,7 @@ class AdapterManager:
         if adapter is None:
             return None
         if pinned:
-            if not pinned.isdigit():
+            if not _is_version(pinned):
                 return None
             version = adapter.version(int(pinned))
         else:
@@ -245,6 +250,26 @@ class AdapterManager:
         self.metrics.loaded(version.name, replica.url, elapsed)
         log.info("loaded %s on %s in %.2fs", version.engine_name, replica.url, elapsed)
 
+    def pin(self, version: AdapterVersion) -> Callable[[], None]:
+        """Keep `version` from eviction and unloading until the returned release is called
+        (once; later calls do nothing)."""
+        name = version.engine_name
+        self._pinned[name] += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._pinned[name] -= 1
+                if self._pinned[name] <= 0:
+                    del self._pinned[name]
+
+        return release
+
+    def _busy(self, engine_name: str, placement: Placement) -> bool:
+        return placement.in_flight > 0 or engine_name in self._pinned
+
     @contextmanager
     def track(self, version: AdapterVersion, replica: Replica) -> Iterator[None]:
         placement = self.placements(replica).get(version.engine_name)
@@ -264,7 +289,7 @@ class AdapterManager:
             idle = [
                 name
                 for name, p in placements.items()
-                if p.in_flight == 0
+                if not self._busy(name, p)
                 and p.state != LoadState.LOADING
                 and not self.is_guard(p.version)
             ]
@@ -307,7 +332,7 @@ class AdapterManager:
             current = self.lookup(placement.version.name)
             if wanted is not None and (current is None or current.engine_name == engine_name):
                 continue
-            if placement.in_flight == 0 and placement.state != LoadState.LOADING:
+            if not self._busy(engine_name, placement) and placement.state != LoadState.LOADING:
                 reason = "removed" if wanted is None else "drained"
                 await self._unload(replica, engine_name, reason)
             elif placement.state == LoadState.READY:
@@ -360,3 +385,9 @@ class AdapterManager:
             for url, placements in self._placements.items()
             if version.engine_name in placements
         }
+
+
+def _is_version(text: str) -> bool:
+    """ASCII digits only: `str.isdigit` also accepts "²", which `int` then refuses; and a
+    version past 2**31 exists nowhere (and would overflow the registry's integer column)."""
+    return text.isascii() and text.isdigit() and len(text) <= 9

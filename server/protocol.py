@@ -179,11 +179,14 @@ class ChatCompletionRequest(_SamplingFields):
         return self
 
 
+# No vocabulary comes near 2**31; bounding ids keeps floats like 1e30 (which pydantic turns into
+# exact ints) out of the engine body, which cannot hold integers past 64 bits.
+TokenId = Annotated[int, Field(ge=0, le=2**31 - 1)]
 PromptField = (
     Annotated[str, Field(max_length=4_000_000)]
     | Annotated[list[str], Field(min_length=1, max_length=MAX_PROMPTS)]
-    | Annotated[list[int], Field(min_length=1)]
-    | Annotated[list[list[int]], Field(min_length=1, max_length=MAX_PROMPTS)]
+    | Annotated[list[TokenId], Field(min_length=1)]
+    | Annotated[list[list[TokenId]], Field(min_length=1, max_length=MAX_PROMPTS)]
 )
 
 
@@ -226,4 +229,6 @@ def _check_json_schema(schema: dict[str, Any] | None) -> dict[str, Any] | None:
             Draft202012Validator.check_schema(schema)
         except SchemaError as exc:
             raise ValueError(f"invalid JSON schema: {exc.message}") from exc
+        except RecursionError:  # jsonschema recurses per level; 255 levels exhaust the stack
+            raise ValueError("invalid JSON schema: nested too deeply") from None
     return schema

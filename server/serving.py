@@ -9,16 +9,18 @@ gateway always asks the engine for usage so it can meter; a client that did not 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from lorafleet.adapters.registry import AdapterVersion
@@ -27,6 +29,7 @@ from lorafleet.server.engine.base import Endpoint, EngineResult, EngineStream
 from lorafleet.server.engine.pool import EnginePool, Replica
 from lorafleet.server.errors import (
     ContextLengthExceededError,
+    EngineTimeoutError,
     EngineUnavailableError,
     EngineUnreachableError,
     LorafleetError,
@@ -125,7 +128,9 @@ class RetryPolicy:
 @dataclass
 class Account:
     """Who pays for one request: holds its rate-limit reservation, then settles it and meters
-    the engine's usage exactly once when the request ends (a failed request refunds it all)."""
+    the engine's usage exactly once when the request ends. A request that sent nothing refunds
+    it all; a stream that ended early (client gone, engine broke) before the engine's usage
+    arrived pays `prompt_estimate` plus one token per event relayed (`sent`)."""
 
     who: Principal
     label: str
@@ -133,11 +138,22 @@ class Account:
     meter: UsageMeter | None
     reservation: Reservation | None = None
     closed: bool = False
+    prompt_estimate: int = 0
+    sent: int = 0
+    release: Callable[[], None] = field(default=lambda: None)  # unpins the resolved adapter
+
+    def close_early(self) -> None:
+        """The request ended without the engine's usage report (no-op when it had one)."""
+        if self.sent:
+            self.close(self.prompt_estimate, self.sent)
+        else:
+            self.close()
 
     def close(self, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
         if self.closed:
             return
         self.closed = True
+        self.release()
         if self.limiter is not None and self.reservation is not None:
             self.limiter.settle(self.reservation, prompt_tokens + completion_tokens)
         if self.meter is not None and (prompt_tokens or completion_tokens):
@@ -157,6 +173,7 @@ class InferenceService:
         max_in_flight: int | None = None,
         tracing: Tracing | None = None,
         token_limits: Mapping[str, TokenLimits] | None = None,
+        inter_token_timeout_s: float | None = None,
     ) -> None:
         self.resolver = resolver
         self.tracing = tracing or Tracing()
@@ -166,6 +183,7 @@ class InferenceService:
         self.meter = meter
         self.max_in_flight = max_in_flight  # per base model: past it, 429 instead of a queue
         self.token_limits = token_limits or {}  # per base model; TokenLimits() when absent
+        self.inter_token_timeout_s = inter_token_timeout_s  # between a stream's events
 
     async def _check_context(
         self, endpoint: Endpoint, body: dict[str, Any], target: Target
@@ -173,7 +191,7 @@ class InferenceService:
         """OpenAI answers 400 when prompt + max_tokens exceed the context window; vLLM quietly
         shortens max_tokens instead. Only requests that may be near the limit (estimating a
         generous one token per 2 bytes of prompt) pay for an exact count from the engine."""
-        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
+        max_tokens = _completion_cap(body)
         limit = target.pool.max_model_len
         if not max_tokens or not limit:
             return
@@ -196,9 +214,10 @@ class InferenceService:
                 param="messages",
             )
 
-    async def _open_account(
-        self, who: Principal, request: _SamplingFields, body: dict[str, Any], target: Target
-    ) -> Account:
+    async def _open_account(self, who: Principal, body: dict[str, Any], target: Target) -> Account:
+        """Admit the request (queue cap, then the key's limits) and reserve its worst case:
+        the prompt (estimated at one token per 3 bytes) plus the completion cap for every
+        choice the engine will generate (prompts x n)."""
         pool = target.pool
         if self.max_in_flight is not None and pool.in_flight >= self.max_in_flight:
             raise RateLimitError(
@@ -207,11 +226,23 @@ class InferenceService:
                 code="queue_full",
             )
         account = Account(who, target.label, self.limiter, self.meter)
-        if self.limiter is not None and who.key is not None:
-            completion = body.get("max_tokens") or body.get("max_completion_tokens")
-            prompt = len(orjson.dumps(body.get("messages") or body.get("prompt"))) // 3
-            worst = (completion or pool.max_model_len or 2048) * (body.get("n") or 1)
-            account.reservation = await self.limiter.acquire(who.key, prompt + worst)
+        account.prompt_estimate = len(orjson.dumps(body.get("messages") or body.get("prompt"))) // 3
+        if self.limiter is None or who.key is None:
+            return account
+        choices = _choices(body)
+        cap = _completion_cap(body)
+        if cap is None:
+            # vLLM's default: whatever the context leaves. A budget smaller than that still
+            # serves the request, capped (for the engine too) at what the budget has left.
+            cap = pool.max_model_len or 2048
+            left = self.limiter.budget_left(who.key)
+            if left is not None and account.prompt_estimate + cap * choices > left:
+                allowed = (left - account.prompt_estimate) // choices
+                if allowed >= 1:
+                    cap = body["max_tokens"] = allowed
+        account.reservation = await self.limiter.acquire(
+            who.key, account.prompt_estimate + cap * choices
+        )
         return account
 
     async def handle(
@@ -237,20 +268,30 @@ class InferenceService:
             context.adapter = target.adapter.engine_name
         body = request.declared_fields()
         body["model"] = target.engine_model
+        release = self._pin(target)
+        account: Account | None = None
+        # Limits before anything that costs engine work (the context check may tokenize).
         try:
             limits = self.token_limits.get(target.pool.base_model, TokenLimits())
             with self.tracing.span("admission"):
-                # Before the context check and the reservation, so all three use one number.
-                if not apply_max_tokens(body, limits.default, limits.cap):
+                # The default max_tokens first: the reservation and the context check use it.
+                defaulted = apply_max_tokens(body, limits.default, limits.cap)
+                account = await self._open_account(who, body, target)
+                account.release = release
+                if not defaulted:
                     # A default the client never asked for is shortened by vLLM, not refused.
                     await self._check_context(endpoint, body, target)
-                account = await self._open_account(who, request, body, target)
-        except LorafleetError as exc:
-            self.metrics.requests.labels(
-                self.metrics.model_label(target.label), str(exc.status)
-            ).inc()
-            if exc.status == 429:
-                self.metrics.refused(who.tenant, exc.code)
+        except BaseException as exc:
+            if account is None:
+                release()
+            else:
+                account.close()
+            if isinstance(exc, LorafleetError):
+                self.metrics.requests.labels(
+                    self.metrics.model_label(target.label), str(exc.status)
+                ).inc()
+                if exc.status == 429:
+                    self.metrics.refused(who.tenant, exc.code)
             raise
         try:
             if request.stream:
@@ -262,8 +303,8 @@ class InferenceService:
                 response = await self._complete(
                     endpoint, body, target, request_id, started, account
                 )
-        except LorafleetError:
-            account.close()  # nothing was generated: refund the reservation
+        except BaseException:  # an error, or the client left: nothing was sent, refund it all
+            account.close()
             raise
         if self.limiter is not None and who.key is not None:
             response.headers.update(self.limiter.headers(who.key))
@@ -291,6 +332,7 @@ class InferenceService:
             self.metrics.requests.labels(label, status).inc()
         call.end()
         self._record_usage(label, result.body.get("usage"), account)
+        account.close_early()  # no usage in the answer: nothing to bill it on
         self.metrics.e2e_latency.labels(label).observe(time.perf_counter() - started)
         return Response(target.renamer()(result.raw), media_type="application/json")
 
@@ -312,7 +354,7 @@ class InferenceService:
         relay = self._relay(
             stream, target, replica, request.wants_usage_in_stream, started, account, call
         )
-        return StreamingResponse(relay, media_type="text/event-stream")
+        return _SettledStream(relay, stream, account)
 
     async def _attempt(
         self, target: Target, call: Callable[[Replica], Awaitable[T]]
@@ -379,6 +421,11 @@ class InferenceService:
             await self._guard(target.pool, replica, adapters.ensure_loaded(version, replica))
         return replica
 
+    def _pin(self, target: Target) -> Callable[[], None]:
+        if target.adapter is None or self.resolver.adapters is None:
+            return _nothing
+        return self.resolver.adapters.pin(target.adapter)
+
     def _track(self, target: Target, replica: Replica) -> AbstractContextManager[None]:
         if target.adapter is None or self.resolver.adapters is None:
             return nullcontext()
@@ -397,7 +444,20 @@ class InferenceService:
         gauge.inc()
         try:
             with target.pool.lease(replica), self._track(target, replica):
-                async for event in stream:
+                events = aiter(stream)
+                gap: float | None = None  # before the first event the client's read timeout
+                while True:
+                    try:
+                        # Only the wait for the engine is timed, never a slow client's.
+                        async with asyncio.timeout(gap):
+                            event = await anext(events)
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError:
+                        raise EngineTimeoutError(
+                            f"the engine sent nothing for {gap:g}s in the middle of the stream"
+                        ) from None
+                    gap = self.inter_token_timeout_s
                     if first:
                         ttft = time.perf_counter() - started
                         self.metrics.ttft.labels(label).observe(ttft)
@@ -411,6 +471,8 @@ class InferenceService:
                             self._record_usage(label, chunk["usage"], account)
                             if not wants_usage:
                                 continue
+                    elif event != _DONE:
+                        account.sent += 1
                     yield rename(event)
         except LorafleetError as exc:
             # The status line is gone: the error travels as the stream's last event.
@@ -421,7 +483,7 @@ class InferenceService:
         finally:
             await stream.aclose()
             call.end(int(status))
-            account.close()  # no-op when usage arrived; a broken stream refunds
+            account.close_early()  # no-op when usage arrived
             gauge.dec()
             self.metrics.requests.labels(label, status).inc()
             self.metrics.e2e_latency.labels(label).observe(time.perf_counter() - started)
@@ -445,6 +507,43 @@ class InferenceService:
             if context is not None:
                 context.prompt_tokens, context.completion_tokens = prompt, completion
             account.close(prompt, completion)
+
+
+class _SettledStream(StreamingResponse):
+    """A stream whose client left before the first event never runs the relay (whose
+    `finally` settles the account and closes the engine stream): that is done here then."""
+
+    def __init__(self, relay: AsyncIterator[bytes], stream: EngineStream, account: Account):
+        super().__init__(relay, media_type="text/event-stream")
+        self._stream = stream
+        self._account = account
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if not self._account.closed:
+                self._account.close_early()
+                await self._stream.aclose()
+
+
+def _completion_cap(body: dict[str, Any]) -> int | None:
+    """The most tokens per choice the engine may generate (vLLM prefers
+    `max_completion_tokens` over `max_tokens` when both are set)."""
+    cap = body.get("max_completion_tokens") or body.get("max_tokens")
+    return int(cap) if cap else None
+
+
+def _choices(body: dict[str, Any]) -> int:
+    """Completions the engine generates: n for each prompt of a list of prompts."""
+    prompt = body.get("prompt")
+    listed = isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], str | list)
+    prompts = len(prompt) if listed and isinstance(prompt, list) else 1
+    return prompts * int(body.get("n") or 1)
+
+
+def _nothing() -> None:
+    return None
 
 
 def _same(data: bytes) -> bytes:

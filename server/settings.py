@@ -7,6 +7,7 @@ message instead of failing on the first request.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -195,6 +196,8 @@ class Settings(BaseSettings):
     # --- Auth (on whenever admin_key is set) -------------------------------------------------
     admin_key: SecretStr | None = None
     key_secret: SecretStr | None = None  # HMAC secret for stored API key hashes
+    # Auth off is for loopback; binding a wider `host` without auth must be asked for.
+    allow_unauthenticated: bool = False
 
     # --- Upstream timeouts -------------------------------------------------------------------
     connect_timeout_s: float = Field(5.0, gt=0)
@@ -287,6 +290,12 @@ class Settings(BaseSettings):
                     "auth is on (admin_key is set): key_secret must be set too, at least 32 "
                     "random characters (it keys the HMAC of stored API keys)"
                 )
+        elif not self.allow_unauthenticated and not _is_loopback(self.host):
+            raise ValueError(
+                f"host {self.host} is reachable beyond this machine and auth is off: set "
+                "LORAFLEET_ADMIN_KEY and LORAFLEET_KEY_SECRET, or "
+                "LORAFLEET_ALLOW_UNAUTHENTICATED=1 to serve every caller as the admin"
+            )
         return self
 
     @model_validator(mode="after")
@@ -379,3 +388,12 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         model_config = SettingsConfigDict(yaml_file=config_file)
 
     return _FromFile(**flags)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve anywhere

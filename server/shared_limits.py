@@ -5,7 +5,8 @@ One Lua script per operation, so each is atomic and one round trip:
   never matter), check the budget, then take one request and the reserved tokens, or answer how
   long to wait;
 - settle: add the used tokens to the key's spent counter (INCRBY), drop the reservation from
-  the budget's in-flight set, and refund the unused tokens to the tpm bucket.
+  the budget's in-flight set, and refund the unused tokens to the tpm bucket (or take the
+  tokens used beyond the reservation from it).
 
 Keys, per API key (the `{key id}` hash tag keeps them in one Redis Cluster slot):
 
@@ -128,7 +129,7 @@ end
 if #ARGV > 3 then
   redis.call('ZREM', KEYS[3], unpack(ARGV, 4))
 end
-if tpm > 0 and refund > 0 then
+if tpm > 0 and refund ~= 0 then
   local state = redis.call('HMGET', KEYS[1], 'level', 'stamp')
   if state[1] then
     local t = redis.call('TIME')
@@ -267,7 +268,7 @@ class RedisRateLimiter(RateLimiter):
         seen = self._view(reservation.key_id)
         seen.reserved = max(0, seen.reserved - reservation.tokens)
         seen.spent += used
-        refund = max(0, min(reservation.tokens, reservation.tpm) - used)
+        refund = min(reservation.tokens, reservation.tpm) - used  # < 0: used beyond it
         if seen.tokens is not None and reservation.tpm:
             seen.tokens = min(float(reservation.tpm), seen.tokens + refund)
         tickets = [f"{reservation.ticket}:{reservation.tokens}"] if reservation.ticket else []
@@ -337,6 +338,12 @@ class RedisRateLimiter(RateLimiter):
             log.info("rate-limit store (Redis) answers again")
             for key_id in list(self._unsent):  # what could not be sent meanwhile
                 self._spawn(self._send_settle(key_id, 0, 0, 0, []))
+
+    def budget_left(self, key: ApiKey) -> int | None:
+        if key.budget_tokens is None:
+            return None
+        seen = self._view(key.key_id)  # the store's last answer plus this replica's traffic
+        return max(0, key.budget_tokens - seen.spent - seen.reserved)
 
     # --- headers -----------------------------------------------------------------------------
     def headers(self, key: ApiKey) -> dict[str, str]:

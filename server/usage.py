@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from lorafleet.adapters.registry import AdapterRegistry
+from lorafleet.server.loops import survive
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class UsageMeter:
         try:
             while True:
                 await asyncio.sleep(interval_s)
-                await asyncio.to_thread(self.flush)
+                await survive("usage flush", lambda: asyncio.to_thread(self.flush))
         finally:
             await asyncio.to_thread(self.flush)
 

@@ -30,6 +30,9 @@ class FakeVLLM:
     stall_s: float = 0.0  # wait before answering
     break_after: int | None = None  # streamed events before the connection breaks
     load_delay_s: float = 0.0
+    event_gap_s: float = 0.0  # between streamed events
+    prompt_tokens: int = 7  # what usage reports for every prompt
+    tokenized: int = 0  # /tokenize calls
     fail_loads: bool = False
     loads: list[dict[str, Any]] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -67,6 +70,7 @@ class FakeVLLM:
             self.models.add(payload["lora_name"])
             return httpx.Response(200, text="ok")
         if path == "/tokenize":
+            self.tokenized += 1
             payload = json.loads(request.content)
             text = json.dumps(payload.get("messages") or payload.get("prompt"))
             return httpx.Response(200, json={"count": len(text.split()), "max_model_len": 2048})
@@ -97,9 +101,9 @@ class FakeVLLM:
         tokens = self.tokens[:max_tokens]
         finish = "length" if max_tokens < len(self.tokens) else "stop"
         usage = {
-            "prompt_tokens": 7,
+            "prompt_tokens": self.prompt_tokens,
             "completion_tokens": len(tokens),
-            "total_tokens": 7 + len(tokens),
+            "total_tokens": self.prompt_tokens + len(tokens),
         }
         if body.get("stream"):
             return httpx.Response(
@@ -157,7 +161,7 @@ class FakeVLLM:
         for i, event in enumerate(events):
             if self.break_after is not None and i >= self.break_after:
                 raise httpx.ReadError("engine died")
-            await asyncio.sleep(0)
+            await asyncio.sleep(self.event_gap_s)
             yield event
 
 
@@ -175,3 +179,37 @@ def fleet_transport(engines: dict[str, FakeVLLM]) -> httpx.MockTransport:
         return await engines[request.url.host].handle(request)
 
     return httpx.MockTransport(handle)
+
+
+def asgi_app(engine: FakeVLLM) -> Any:
+    """`engine` as an ASGI app, to serve on a real socket (`tests.fault_engine.serve_in_thread`)
+    for the aiohttp engine client, which cannot use an httpx transport."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        request = httpx.Request(
+            scope["method"],
+            f"http://engine{scope['path']}",
+            headers=[(k.decode(), v.decode()) for k, v in scope["headers"]],
+            content=body,
+        )
+        response = await engine.handle(request)
+        headers = [(k.encode(), v.encode()) for k, v in response.headers.items()]
+        await send({"type": "http.response.start", "status": response.status_code,
+                    "headers": headers})  # fmt: skip
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        async for chunk in response.stream:  # a stream breaks off where the engine says
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    return app

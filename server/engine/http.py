@@ -16,6 +16,7 @@ first byte of an answer and each gap between streamed events.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
@@ -30,6 +31,8 @@ from lorafleet.server.errors import (
     EngineUnavailableError,
     EngineUnreachableError,
 )
+
+log = logging.getLogger(__name__)
 
 Method = Literal["GET", "POST"]
 ClientKind = Literal["aiohttp", "httpx"]
@@ -238,7 +241,7 @@ def _httpx_errors(url: str, *, mid_stream: bool = False) -> Iterator[None]:
     except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
         raise _unreachable(url) from exc
     except httpx.PoolTimeout as exc:
-        raise EngineUnavailableError(f"no connection to engine {url} is free") from exc
+        raise EngineUnavailableError("no connection to the engine is free") from exc
     except httpx.TimeoutException as exc:
         raise _timed_out(url, mid_stream) from exc
     except httpx.HTTPError as exc:
@@ -248,18 +251,23 @@ def _httpx_errors(url: str, *, mid_stream: bool = False) -> Iterator[None]:
 # --- the errors both clients raise ---------------------------------------------------------------
 
 
+# Messages reach tenants (as the error body or a stream's last event), so they never name the
+# engine: its address stays in the gateway's log.
 def _unreachable(url: str) -> EngineUnreachableError:
-    return EngineUnreachableError(f"engine {url} is not reachable")
+    log.debug("engine %s is not reachable", url)
+    return EngineUnreachableError("an engine replica is not reachable")
 
 
 def _timed_out(url: str, mid_stream: bool) -> EngineTimeoutError:
     what = "stalled in the middle of a stream" if mid_stream else "did not answer in time"
-    return EngineTimeoutError(f"engine {url} {what}")
+    log.warning("engine %s %s", url, what)
+    return EngineTimeoutError(f"the engine {what}")
 
 
 def _broken(url: str, mid_stream: bool, exc: Exception) -> EngineUnavailableError:
-    what = "stream broke" if mid_stream else "failed"
-    return EngineUnavailableError(f"engine {url} {what}: {exc!r}")
+    what = "stream broke" if mid_stream else "request failed"
+    log.warning("engine %s: %s: %r", url, what, exc)
+    return EngineUnavailableError(f"the engine {what}")
 
 
 def make_client(

@@ -7,9 +7,11 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 from lorafleet.server.engine.base import EngineClient
 from lorafleet.server.errors import EngineUnavailableError, LorafleetError
+from lorafleet.server.loops import survive
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +132,14 @@ class EnginePool:
     ) -> None:
         """Poll health forever: every second until ready, then every `interval_s`. A replica
         that comes (back) up is handed to `on_recovered` (adapter reconcile)."""
-        while True:
+
+        async def check() -> None:
             for replica in await self.check_health():
                 if on_recovered is not None:
-                    await on_recovered(replica)
+                    await survive(f"recovery of {replica.url}", partial(on_recovered, replica))
+
+        while True:
+            await survive(f"health of {self.base_model}", check)
             await asyncio.sleep(interval_s if self.ready else min(1.0, interval_s))
 
     async def aclose(self) -> None:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import JSONResponse
 
-from lorafleet.adapters.registration import register_adapter
+from lorafleet.adapters.registration import NAME_PATTERN, register_adapter
 from lorafleet.adapters.registry import Adapter, AdapterNotFoundError, RegistryConflictError
 from lorafleet.adapters.sources import SourceError
 from lorafleet.adapters.validation import AdapterValidationError
@@ -31,8 +31,14 @@ from lorafleet.server.errors import (
     RegistryUnavailableError,
 )
 from lorafleet.server.lora import AdapterManager
+from lorafleet.server.strict_json import StrictJSONRoute
 
-router = APIRouter(prefix="/v1/adapters", tags=["adapters"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    route_class=StrictJSONRoute,
+    prefix="/v1/adapters",
+    tags=["adapters"],
+    dependencies=[Depends(require_admin)],
+)
 T = TypeVar("T")
 _FORBIDDEN_SOURCE_CODES = {"path_not_allowed", "source_disabled"}
 
@@ -44,7 +50,7 @@ class RegisterRequest(BaseModel):
 
 
 class RollbackRequest(BaseModel):
-    version: int | None = Field(None, ge=1)
+    version: int | None = Field(None, ge=1, le=2**31 - 1)
 
 
 @router.post("", status_code=201)
@@ -72,16 +78,18 @@ async def list_adapters(gateway: GatewayDep) -> dict[str, Any]:
 @router.get("/{name}")
 async def get_adapter(name: str, gateway: GatewayDep) -> dict[str, Any]:
     manager = _manager(gateway)
-    return _adapter_json(await _call(manager.registry.get, name), manager)
+    return _adapter_json(await _call(manager.registry.get, _known_form(name)), manager)
 
 
 @router.delete("/{ref}")
 async def remove_adapter(ref: str, gateway: GatewayDep) -> dict[str, Any]:
     manager = _manager(gateway)
     name, _, version = ref.partition("@")
-    if version and not version.isdigit():
+    if version and not (version.isascii() and version.isdigit() and len(version) <= 9):
         raise InvalidRequestError(f"bad adapter reference {ref!r}: use NAME or NAME@VERSION")
-    adapter = await _call(manager.registry.remove, name, int(version) if version else None)
+    adapter = await _call(
+        manager.registry.remove, _known_form(name), int(version) if version else None
+    )
     await manager.refresh(force=True)
     return _adapter_json(adapter, manager)
 
@@ -89,9 +97,17 @@ async def remove_adapter(ref: str, gateway: GatewayDep) -> dict[str, Any]:
 @router.post("/{name}/rollback")
 async def rollback(name: str, body: RollbackRequest, gateway: GatewayDep) -> dict[str, Any]:
     manager = _manager(gateway)
-    adapter = await _call(manager.registry.rollback, name, body.version)
+    adapter = await _call(manager.registry.rollback, _known_form(name), body.version)
     await manager.refresh(force=True)
     return _adapter_json(adapter, manager)
+
+
+def _known_form(name: str) -> str:
+    """A name no adapter can have is not looked up: 404 at once (PostgreSQL would refuse a NUL
+    byte in it with an error that reads as the registry being down)."""
+    if NAME_PATTERN.match(name) is None:
+        raise NotFoundError(f"adapter {name!r} is not registered", code="adapter_not_found")
+    return name
 
 
 def _manager(gateway: Any) -> AdapterManager:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from fastapi import APIRouter, Depends
@@ -12,16 +13,25 @@ from starlette.responses import JSONResponse
 from lorafleet.server.deps import Gateway, GatewayDep, require_admin
 from lorafleet.server.errors import InvalidRequestError, NotFoundError
 from lorafleet.server.keys import KeyStore
+from lorafleet.server.strict_json import StrictJSONRoute
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"], dependencies=[Depends(require_admin)])
+_KEY_ID = re.compile(r"^[0-9a-f]{1,64}$")
+
+router = APIRouter(
+    route_class=StrictJSONRoute,
+    prefix="/v1/keys",
+    tags=["keys"],
+    dependencies=[Depends(require_admin)],
+)
 
 
 class CreateKey(BaseModel):
     tenant: str = Field(..., min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
     adapters: list[str] = Field(default_factory=list, max_length=1000)
-    rpm: int | None = Field(None, ge=1)
-    tpm: int | None = Field(None, ge=1)
-    budget_tokens: int | None = Field(None, ge=1)
+    # Bounded to fit the registry's 64-bit columns (a float like 1e30 validates as an int).
+    rpm: int | None = Field(None, ge=1, le=2**62)
+    tpm: int | None = Field(None, ge=1, le=2**62)
+    budget_tokens: int | None = Field(None, ge=1, le=2**62)
 
 
 @router.post("", status_code=201)
@@ -43,7 +53,8 @@ async def list_keys(gateway: GatewayDep) -> dict[str, Any]:
 @router.delete("/{key_id}")
 async def revoke_key(key_id: str, gateway: GatewayDep) -> dict[str, Any]:
     keys = _keys(gateway)
-    if not await asyncio.to_thread(keys.revoke, key_id):
+    # Key ids are hex; anything else is not looked up (PostgreSQL refuses a NUL byte loudly).
+    if _KEY_ID.match(key_id) is None or not await asyncio.to_thread(keys.revoke, key_id):
         raise NotFoundError(f"no active key {key_id!r}", code="key_not_found")
     await keys.refresh()
     return {"key_id": key_id, "revoked": True}

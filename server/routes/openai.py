@@ -16,12 +16,13 @@ from lorafleet.server.protocol import (
     ErrorBody,
     ModelList,
 )
+from lorafleet.server.strict_json import StrictJSONRoute
 
 _ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorBody} for code in (400, 401, 403, 404, 413, 429, 500, 502, 503, 504)
 }
 
-router = APIRouter(prefix="/v1", tags=["openai"], responses=_ERRORS)
+router = APIRouter(route_class=StrictJSONRoute, prefix="/v1", tags=["openai"], responses=_ERRORS)
 
 
 @router.post("/chat/completions")

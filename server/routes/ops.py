@@ -1,14 +1,16 @@
-"""Operations: liveness, readiness and Prometheus metrics."""
+"""Operations: liveness, readiness, Prometheus metrics, and the API schema and docs."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from lorafleet.server.deps import GatewayDep
+from lorafleet.server.deps import GatewayDep, require_admin
+from lorafleet.server.strict_json import StrictJSONRoute
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(route_class=StrictJSONRoute, tags=["operations"])
 
 
 @router.get("/health")
@@ -26,7 +28,22 @@ async def ready(gateway: GatewayDep) -> Response:
     return JSONResponse(body, status_code=200 if ok else 503)
 
 
-@router.get("/metrics")
+# Metrics name every adapter and engine; the schema and docs map the admin API. With auth on,
+# they are the admin's (FastAPI's own unguarded /docs and /openapi.json are switched off).
+AdminOnly = [Depends(require_admin)]
+
+
+@router.get("/openapi.json", include_in_schema=False, dependencies=AdminOnly)
+async def openapi(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.openapi())
+
+
+@router.get("/docs", include_in_schema=False, dependencies=AdminOnly)
+async def docs() -> HTMLResponse:
+    return get_swagger_ui_html(openapi_url="/openapi.json", title="lorafleet API")
+
+
+@router.get("/metrics", dependencies=AdminOnly)
 async def metrics(gateway: GatewayDep) -> Response:
     metrics = gateway.metrics
     for pool in gateway.pools.values():

@@ -17,9 +17,15 @@ from fastapi import APIRouter, Depends, Query
 from lorafleet.prices import load_price_table
 from lorafleet.server.deps import GatewayDep, require_admin
 from lorafleet.server.errors import InvalidRequestError
+from lorafleet.server.strict_json import StrictJSONRoute
 from lorafleet.server.usage import GROUPS
 
-router = APIRouter(prefix="/v1/usage", tags=["usage"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    route_class=StrictJSONRoute,
+    prefix="/v1/usage",
+    tags=["usage"],
+    dependencies=[Depends(require_admin)],
+)
 
 
 @router.get("")

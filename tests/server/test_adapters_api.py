@@ -204,6 +204,36 @@ def test_bad_adapters_change_nothing(
     assert [load["lora_name"] for load in engine.loads] == []
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"rank_pattern": {"q_proj": "8"}},
+        {"rank_pattern": ["q_proj"]},
+        {"rank_pattern": {"(": 8}},
+        {"target_modules": "(q_proj"},
+        {"lora_alpha": "sixteen"},
+        {"lora_alpha": float("nan")},
+        {"r": "8"},
+        {"manifest": "NaN"},
+    ],
+)
+def test_mistyped_configs_get_400_and_change_nothing(
+    client: TestClient, engine: FakeVLLM, make_adapter: Any, overrides: dict[str, Any]
+) -> None:
+    register(client, "good", make_adapter("good"))
+    before = _snapshot(client)
+    if "manifest" in overrides:
+        path = make_adapter("bad", seed=1)
+        (path / "lorafleet-manifest.json").write_text('{"schema_version": 1, "loss": NaN}')
+    else:
+        path = make_adapter("bad", seed=1, config_overrides=overrides)
+    response = register(client, "good", path)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] in ("bad_config", "bad_rank", "bad_manifest")
+    assert _snapshot(client) == before
+    assert engine.loads == []
+
+
 def test_explicit_base_model_wins(client: TestClient, make_adapter: Any) -> None:
     path = make_adapter("renamed", base_model_name_or_path="HuggingFaceTB/SmolLM2-135M-Instruct")
     assert register(client, "r", path).status_code == 400

@@ -3,14 +3,41 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.fake_vllm import MODEL, FakeVLLM
+from lorafleet.server.app import create_app
+from lorafleet.server.settings import Settings
+from tests.fake_vllm import MODEL, FakeVLLM, asgi_app
+from tests.fault_engine import serve_in_thread
+from tests.server.conftest import wait_ready
 
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "What is the capital of France?"}]}
+
+
+@pytest.fixture(params=["httpx", "aiohttp"])
+def engine_client(request: pytest.FixtureRequest) -> str:
+    """Both engine clients: httpx through the in-process transport, and aiohttp (what
+    production runs) over a real socket to the same fake engine."""
+    return str(request.param)
+
+
+@pytest.fixture
+def client(settings: Settings, engine: FakeVLLM, engine_client: str) -> Iterator[TestClient]:
+    if engine_client == "httpx":
+        app = create_app(settings, transport=engine.transport())
+        with TestClient(app, raise_server_exceptions=False) as test_client:
+            wait_ready(test_client)
+            yield test_client
+        return
+    with serve_in_thread(asgi_app(engine)) as url:
+        real = settings.model_copy(update={"engine_urls": [url], "engine_http_client": "aiohttp"})
+        with TestClient(create_app(real), raise_server_exceptions=False) as test_client:
+            wait_ready(test_client)
+            yield test_client
 
 
 def sse_events(text: str) -> list[str]:
@@ -210,7 +237,11 @@ def test_engine_errors_map_to_openai_statuses(
     assert_openai_error(stream, expected)
 
 
-def test_unreachable_engine_is_503(client: TestClient, engine: FakeVLLM) -> None:
+def test_unreachable_engine_is_503(
+    client: TestClient, engine: FakeVLLM, engine_client: str
+) -> None:
+    if engine_client == "aiohttp":
+        pytest.skip("a socket that accepted cannot refuse: tests/server/test_faults.py covers it")
     engine.refuse_connections = True
     response = client.post("/v1/chat/completions", json=CHAT)
     assert_openai_error(response, 503, "engine_unavailable")

@@ -145,3 +145,43 @@ def test_operations_routes_stay_open(client: TestClient) -> None:
 def test_unsafe_auth_settings_are_refused(update: dict[str, str]) -> None:
     with pytest.raises(ValidationError):
         Settings(**update)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/docs", "/openapi.json"])
+def test_metrics_and_schema_are_the_admins(client: TestClient, path: str) -> None:
+    tenant = new_key(client, "acme", ["alpha"])
+    assert client.get(path).status_code == 401
+    assert client.get(path, headers=bearer(tenant["key"])).status_code == 403
+    assert client.get(path, headers=admin()).status_code == 200
+
+
+def test_engine_failures_do_not_show_tenants_the_engine(
+    client: TestClient, engine: FakeVLLM, settings: Settings
+) -> None:
+    tenant = bearer(new_key(client, "acme", ["alpha"])["key"])
+    engine.break_after = 2  # a stream that breaks after it started: the error is an SSE event
+    streamed = client.post(
+        "/v1/chat/completions", json={"model": "alpha", "stream": True, **CHAT}, headers=tenant
+    )
+    assert streamed.status_code == 200 and '"error"' in streamed.text
+    engine.break_after = None
+    engine.refuse_connections = True  # and one that cannot start: a plain 503
+    refused = chat(client, "alpha", tenant)
+    assert refused.status_code == 503
+    for text in (streamed.text, refused.text):
+        for url in settings.engine_urls:
+            assert url.split("//")[1].split(":")[0] not in text, text
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "gateway.example.com"])
+def test_binding_beyond_loopback_without_auth_is_refused(host: str) -> None:
+    with pytest.raises(ValidationError, match="ALLOW_UNAUTHENTICATED"):
+        Settings(host=host)
+    assert Settings(host=host, allow_unauthenticated=True).host == host
+    secured = Settings(host=host, admin_key=ADMIN_KEY, key_secret="s" * 40)  # type: ignore[arg-type]
+    assert secured.host == host
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"])
+def test_loopback_without_auth_is_fine(host: str) -> None:
+    assert Settings(host=host).host == host

@@ -95,6 +95,20 @@ async def test_unused_reserved_tokens_go_back_to_the_shared_bucket(
 
 
 @requires_redis
+async def test_tokens_used_beyond_the_reservation_are_taken_from_the_shared_bucket(
+    replicas: tuple[RedisRateLimiter, RedisRateLimiter],
+) -> None:
+    one, two = replicas
+    key = api_key(tpm=6000, budget_tokens=10_000)
+    reservation = await one.acquire(key, 100)
+    one.settle(reservation, 5900)  # the engine reported far more than was reserved
+    await one.flush()
+    with pytest.raises(RateLimitError):
+        await two.acquire(key, 500)  # about 100 left in the bucket, not 5900
+    assert one.budget_left(key) == 10_000 - 5900
+
+
+@requires_redis
 async def test_a_refused_key_recovers_after_the_wait(
     replicas: tuple[RedisRateLimiter, RedisRateLimiter],
 ) -> None:
@@ -267,5 +281,5 @@ def test_gateway_admits_requests_when_redis_is_down(settings: Settings) -> None:
             assert (
                 client.post("/v1/chat/completions", json=CHAT, headers=headers).status_code == 200
             )
-        metrics = client.get("/metrics").text
+        metrics = client.get("/metrics", headers=ADMIN).text
         assert "lorafleet:rate_limit_fail_open_total 3.0" in metrics

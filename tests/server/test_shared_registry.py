@@ -108,3 +108,36 @@ def test_registry_outage_keeps_serving_and_writes_fail_cleanly(
         assert retried.status_code == 201
         assert retried.json()["version"] == 2  # the failed attempt left nothing half-written
     proxy.cut()
+
+
+def test_names_no_adapter_can_have_are_404_not_503(
+    settings: Settings, engine: FakeVLLM, postgres_url: str
+) -> None:
+    shared = settings.model_copy(update={"database_url": postgres_url})
+    with TestClient(create_app(shared, transport=engine.transport())) as client:
+        wait_ready(client)
+        for method, path in [("GET", "/v1/adapters/a%00b"), ("DELETE", "/v1/adapters/a%00b"),
+                             ("POST", "/v1/adapters/a%00b/rollback")]:  # fmt: skip
+            response = client.request(method, path, json={})
+            assert response.status_code == 404, (path, response.text)
+            assert response.json()["error"]["code"] == "adapter_not_found"
+
+
+def test_a_key_id_with_a_nul_byte_is_404_not_500(
+    settings: Settings, engine: FakeVLLM, postgres_url: str
+) -> None:
+    from pydantic import SecretStr
+
+    shared = settings.model_copy(
+        update={
+            "database_url": postgres_url,
+            "admin_key": SecretStr("admin-key-0123456789abcdef"),
+            "key_secret": SecretStr("k" * 40),
+        }
+    )
+    admin = {"Authorization": "Bearer admin-key-0123456789abcdef"}
+    with TestClient(create_app(shared, transport=engine.transport())) as client:
+        wait_ready(client)
+        response = client.delete("/v1/keys/ab%00cd", headers=admin)
+        assert response.status_code == 404, response.text
+        assert response.json()["error"]["code"] == "key_not_found"
