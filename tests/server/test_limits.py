@@ -118,7 +118,7 @@ def test_tenants_tokens_and_refusals_are_metrics(client: TestClient) -> None:
     assert client.post("/v1/chat/completions", json=CHAT, headers=headers).status_code == 200
     assert client.post("/v1/chat/completions", json=CHAT, headers=headers).status_code == 429
     assert client.post("/v1/chat/completions", json=CHAT, headers=ADMIN).status_code == 200
-    text = client.get("/metrics").text
+    text = client.get("/metrics", headers=ADMIN).text
     assert 'lorafleet:tenant_tokens_total{kind="prompt",tenant="acme"} 7.0' in text
     assert 'lorafleet:tenant_tokens_total{kind="completion",tenant="acme"} 5.0' in text
     assert 'lorafleet:tenant_tokens_total{kind="completion",tenant="admin"} 5.0' in text
