@@ -141,10 +141,11 @@ def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> float:
 
 
 class Load:
-    """Closed-loop background requests; counts what the client finally sees fail."""
+    """Background requests, each worker pausing between them (steady traffic that leaves the
+    cores to a replacement pod starting up); counts what the client finally sees fail."""
 
-    def __init__(self, call: Callable[[], object], concurrency: int) -> None:
-        self.call, self.ok = call, 0
+    def __init__(self, call: Callable[[], object], concurrency: int, pause_s: float = 0.5) -> None:
+        self.call, self.ok, self.pause_s = call, 0, pause_s
         self.failures: list[str] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run) for _ in range(concurrency)]
@@ -158,6 +159,7 @@ class Load:
                 self.ok += 1
             except Exception as exc:
                 self.failures.append(f"{type(exc).__name__}: {exc}")
+            self._stop.wait(self.pause_s)
 
     def stop(self) -> dict[str, Any]:
         self._stop.set()
