@@ -131,6 +131,15 @@ def running_requests(pod: Pod) -> float:
     )
 
 
+def requests_served(pod: Pod) -> float:
+    text = httpx.get(f"{pod.url()}/metrics", timeout=5).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("vllm:request_success_total")
+    )
+
+
 def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
@@ -243,9 +252,7 @@ def test_the_chart_runs_as_one_fleet(cluster: ClusterSim, tmp_path: Path) -> Non
     replacement = sim.delete_pod(victim)
     for thread in threads:
         thread.join(timeout=300)
-    wait_for(lambda: victim.stopped.is_set(), 120, "the deleted engine to exit")
-    wait_for(lambda: replacement.ready, 600, "the replacement engine pod")
-    time.sleep(3)  # discovery picks it up; traffic reaches it
+    wait_for(lambda: victim.stopped.is_set(), 180, "the deleted engine to exit")
     drain = load.stop()
     figures["engine_drain"] = {
         "streams": len(streams),
@@ -258,8 +265,9 @@ def test_the_chart_runs_as_one_fleet(cluster: ClusterSim, tmp_path: Path) -> Non
     }
     print("engine drain:", json.dumps(figures["engine_drain"], indent=2))
     assert in_flight_on_victim >= 1, "the deleted engine had no stream to drain"
-    assert figures["engine_drain"]["streams_failed"] == 0, streams
+    assert len(streams) == 4 and figures["engine_drain"]["streams_failed"] == 0, streams
     assert drain["failed"] == 0, load.failures[:5]
+    # The Deployment's replacement pod starts meanwhile; it is checked at the end.
 
     # --- 3. a gateway pod deleted under load ------------------------------------------------
     load = Load(lambda: service.chat("support", max_tokens=8), concurrency=4)
@@ -282,6 +290,16 @@ def test_the_chart_runs_as_one_fleet(cluster: ClusterSim, tmp_path: Path) -> Non
         wait_for(lambda: "court@1" in engine_models(merged_engine), 60, "court@1 reloaded"), 1
     )
     assert Client(new_gateway.url(), key).chat("court") != merged_answer
+
+    # --- 5. the replacement engine pod of phase 2 joined its pool -----------------------------
+    wait_for(lambda: replacement.ready, 600, "the replacement engine pod")
+    served_before = requests_served(replacement)
+
+    def replacement_serves() -> bool:  # once discovered and health-checked by the gateways
+        service.chat(BASE, max_tokens=4)
+        return requests_served(replacement) > served_before
+
+    wait_for(replacement_serves, 60, "traffic on the replacement engine pod")
 
     print("\ncluster-sim figures:", json.dumps(figures, indent=2))
     if report := os.environ.get("LORAFLEET_SIM_REPORT"):
