@@ -122,22 +122,20 @@ def engine_models(pod: Pod) -> set[str]:
     return {card["id"] for card in cards}
 
 
-def running_requests(pod: Pod) -> float:
+def engine_metric(pod: Pod, name: str) -> float:
+    """A vLLM metric of one engine pod, summed over its label sets."""
     text = httpx.get(f"{pod.url()}/metrics", timeout=5).text
     return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("vllm:num_requests_running")
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name)
     )
+
+
+def running_requests(pod: Pod) -> float:
+    return engine_metric(pod, "vllm:num_requests_running")
 
 
 def requests_served(pod: Pod) -> float:
-    text = httpx.get(f"{pod.url()}/metrics", timeout=5).text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("vllm:request_success_total")
-    )
+    return engine_metric(pod, "vllm:request_success_total")
 
 
 def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> float:
