@@ -125,9 +125,7 @@ def engine_models(pod: Pod) -> set[str]:
 def engine_metric(pod: Pod, name: str) -> float:
     """A vLLM metric of one engine pod, summed over its label sets."""
     text = httpx.get(f"{pod.url()}/metrics", timeout=5).text
-    return sum(
-        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name)
-    )
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
 def running_requests(pod: Pod) -> float:
