@@ -280,19 +280,25 @@ class ClusterSim:
             "lorafleet": [sys.executable, "-m", "lorafleet.cli"],
             "python3": [sys.executable],
         }
-        words = [*program.get(command[0], command[:1]), *command[1:]]
-        words = [self._rewrite(word, mounts, ip) for word in words]
+        # This install's programs are not pod paths: only what the manifest says is rewritten.
+        words = [
+            *program.get(command[0], [self._rewrite(command[0], mounts, ip)]),
+            *(self._rewrite(word, mounts, ip) for word in command[1:]),
+        ]
         if "vllm.entrypoints.openai.api_server" in words:
             words.append(f"--host={ip}")  # vLLM binds every address by default: the pod's only
         return words
 
     def _env(self, container: dict[str, Any], mounts: list[Any], ip: str) -> dict[str, str]:
-        env = {
+        # The host's environment stands in for the image's base (PATH, locale, ...); its paths
+        # are this machine's, never rewritten. What the image and the manifest set is.
+        host = {
             key: value
             for key, value in os.environ.items()
             if not key.startswith(("LORAFLEET_", "VLLM_", "HF_", "PYTEST", "COV_"))
         }
-        env.update({"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})  # no network here
+        host.update({"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})  # no network here
+        env: dict[str, str] = {}
         image = container["image"]
         for prefix, defaults in self.images.items():
             if image.startswith(prefix):
@@ -305,8 +311,7 @@ class ClusterSim:
             elif "secretKeyRef" in item.get("valueFrom", {}):
                 ref = item["valueFrom"]["secretKeyRef"]
                 env[item["name"]] = self._secret(ref["name"], ref["key"])
-        env = {key: self._rewrite(value, mounts, ip) for key, value in env.items()}
-        env["HOME"] = env.get("HOME", str(self.workdir / "pods" / "home"))
+        env = {**host, **{key: self._rewrite(value, mounts, ip) for key, value in env.items()}}
         env["PYTHONPATH"] = os.pathsep.join([str(self.shim_dir), str(REPO)])
         env["SIM_DNS_FILE"], env["SIM_DNS_SUFFIX"] = str(self.dns_file), self.suffix
         return env

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.deploy.cluster_sim import REPO, ClusterSim, image_env
 
 MOUNTS = [("/var/lib/lorafleet", Path("/sim/state")), ("/adapters", Path("/sim/pvc/adapters"))]
@@ -86,3 +88,26 @@ def test_headless_names_resolve_to_ready_pods_only(tmp_path: Path) -> None:
         assert time.monotonic() - started >= 1.0  # the preStop sleep ran first
     finally:
         sim.stop()
+
+
+def test_this_installs_paths_are_never_taken_for_pod_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkout under /tmp (CI clones anywhere) must not be rewritten by a pod's /tmp mount."""
+    deployment = _deployment(["lorafleet", "serve", "--state=/tmp/state"])
+    template = deployment["spec"]["template"]["spec"]  # type: ignore[index]
+    template["volumes"] = [{"name": "tmp", "emptyDir": {}}]
+    template["containers"][0]["volumeMounts"] = [{"name": "tmp", "mountPath": "/tmp"}]
+    template["containers"][0]["env"] = [{"name": "SCRATCH", "value": "/tmp/x"}]
+    monkeypatch.setenv("PATH", "/tmp/checkout/.venv/bin:/usr/bin")
+    monkeypatch.setattr(sys, "executable", "/tmp/checkout/.venv/bin/python")
+    sim = ClusterSim([deployment], tmp_path / "sim")
+    spec = template
+    (container,) = spec["containers"]
+    mounts = sim._mounts("p", spec, container)
+    command = sim._command(container, mounts, "127.0.1.9")
+    assert command[:3] == ["/tmp/checkout/.venv/bin/python", "-m", "lorafleet.cli"]
+    assert command[-1] == f"--state={tmp_path / 'sim' / 'pods' / 'p' / 'tmp'}/state"
+    env = sim._env(container, mounts, "127.0.1.9")
+    assert env["PATH"] == "/tmp/checkout/.venv/bin:/usr/bin"
+    assert env["SCRATCH"] == f"{tmp_path / 'sim' / 'pods' / 'p' / 'tmp'}/x"
