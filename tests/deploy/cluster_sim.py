@@ -6,7 +6,7 @@ plays kubelet, the Deployment controller, kube-proxy and cluster DNS for them:
 - each Deployment's pods run their container's rendered command, args and environment as a
   process of this install (image -> this virtualenv: `lorafleet` and `python3` map to it, and
   the gateway image's `ENV` defaults are read from the Dockerfile);
-- each pod gets its own loopback address (127.0.1.N), so every container port stays as
+- each pod gets its own loopback address (127.X.Y.N), so every container port stays as
   rendered; an address of "0.0.0.0" in a pod's settings means that pod address;
 - volumes: each PersistentVolumeClaim is one directory shared by every pod that mounts it, each
   emptyDir one directory per pod; a path under a mount point, in an argument or an environment
@@ -33,6 +33,7 @@ import contextlib
 import itertools
 import json
 import os
+import random
 import re
 import shlex
 import signal
@@ -157,7 +158,10 @@ class ClusterSim:
         self.suffix = f".svc.{cluster_domain}"
         self.probe_interval_s = probe_interval_s
         self.pods: list[Pod] = []
-        self._addresses = (f"127.0.1.{n}" for n in itertools.count(10))
+        # Pod addresses in a /24 of the loopback range of this simulation's own, so two runs on
+        # one machine (or a server on 127.0.0.1) never share an address and port.
+        net = f"127.{random.randint(2, 254)}.{random.randint(0, 255)}"
+        self._addresses = (f"{net}.{n}" for n in range(10, 255))
         self._serial = itertools.count()
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -330,8 +334,8 @@ class ClusterSim:
             pod.process.wait()
             if pod.terminating or self._stop.is_set():
                 break
+            pod.ready = False  # before the count: a watcher never sees a restart as ready
             pod.restarts += 1
-            pod.ready = False
             self._publish_dns()
             time.sleep(1.0)  # kubelet's first restart back-off is 10 s; 1 s keeps tests short
         pod.stopped.set()
