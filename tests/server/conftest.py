@@ -24,14 +24,18 @@ def engine() -> FakeVLLM:
     return FakeVLLM()
 
 
-@pytest.fixture
-def base_model_dir(tmp_path: Path) -> Path:
-    """A base model directory with SmolLM2's config.json (validation reads nothing else)."""
-    path = tmp_path / "base-model"
+def write_model_dir(path: Path, config: dict[str, object]) -> Path:
+    """A base model directory with this config.json (validation reads nothing else)."""
     path.mkdir()
-    (path / "config.json").write_text(json.dumps(SMOL_CONFIG))
+    (path / "config.json").write_text(json.dumps(config))
     (path / "model.safetensors").write_bytes(b"")
     return path
+
+
+@pytest.fixture
+def base_model_dir(tmp_path: Path) -> Path:
+    """SmolLM2's architecture."""
+    return write_model_dir(tmp_path / "base-model", SMOL_CONFIG)
 
 
 @pytest.fixture

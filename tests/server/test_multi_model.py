@@ -3,7 +3,6 @@ on their own base only, per-model readiness, on fake engines."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from lorafleet.server.app import create_app
 from lorafleet.server.settings import Settings
 from tests.adapter_factory import make_lora_dir
 from tests.fake_vllm import MODEL, FakeVLLM, fleet_transport
-from tests.server.conftest import SMOL_CONFIG, wait_ready
+from tests.server.conftest import SMOL_CONFIG, wait_ready, write_model_dir
 
 TINY = "tiny-llama"
 TINY_CONFIG = {**SMOL_CONFIG, "hidden_size": 128, "intermediate_size": 256,
@@ -27,11 +26,7 @@ TINY_CONFIG = {**SMOL_CONFIG, "hidden_size": 128, "intermediate_size": 256,
 
 @pytest.fixture
 def tiny_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "tiny-model"
-    path.mkdir()
-    (path / "config.json").write_text(json.dumps(TINY_CONFIG))
-    (path / "model.safetensors").write_bytes(b"")
-    return path
+    return write_model_dir(tmp_path / "tiny-model", TINY_CONFIG)
 
 
 @pytest.fixture
