@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.lorafleet-installed
 LOCK   := requirements/cpu.lock
 PYTEST_ARGS ?=
 
-.PHONY: help install serve test test-unit test-integration lint format model demo-finetune lock clean
+.PHONY: help install serve test test-unit test-integration lint format model demo-finetune bench lock clean
 
 help:
 	@echo "make serve   - gateway + vLLM engine on the default model at http://127.0.0.1:8000"
@@ -44,6 +44,13 @@ test: install
 # Synthetic court-decision extraction: data, CPU training (~30 min), eval base vs adapter.
 demo-finetune: install
 	PATH=$(CURDIR)/$(BIN):$$PATH scripts/demo_finetune.sh
+
+# The product benchmark (about 25 min on 2 cores; run it on an otherwise idle machine): lorafleet
+# serve with its defaults vs plain vLLM, 5 repeats, then the results index and README's table.
+BENCH_OUT ?= benchmarks/results/$(shell date -u +%F)-cpu/product
+bench: install
+	$(BIN)/lorafleet bench product --peer-client --no-progress --out $(BENCH_OUT)
+	$(BIN)/lorafleet bench readme benchmarks/results --intro benchmarks/results/INTRO.md --project-readme README.md
 
 test-unit: install
 	$(BIN)/python -m pytest -m "not integration and not slow and not gpu" $(PYTEST_ARGS)

@@ -49,6 +49,12 @@ def add_parser(subparsers: Any) -> None:
     readme.add_argument(
         "--intro", type=Path, default=None, help="markdown file placed above the table"
     )
+    readme.add_argument(
+        "--project-readme",
+        type=Path,
+        default=None,
+        help="also rewrite this file's product table from the newest `product` result",
+    )
     parser.set_defaults(func=main, bench_parser=parser)
 
 
@@ -58,7 +64,7 @@ def main(args: argparse.Namespace) -> int:
         args.bench_parser.print_help()
         return 2
     if name == "readme":
-        return write_readme(args.results_dir, args.intro)
+        return write_readme(args.results_dir, args.intro, args.project_readme)
     return run_scenario(name, args)
 
 
@@ -116,8 +122,8 @@ def default_plots(result: dict[str, Any], out_dir: Path) -> list[Path]:
     ]
 
 
-def write_readme(results_dir: Path, intro: Path | None) -> int:
-    from lorafleet.benchmarks.report import render_readme
+def write_readme(results_dir: Path, intro: Path | None, project_readme: Path | None = None) -> int:
+    from lorafleet.benchmarks.report import render_readme, update_project_readme
 
     if not results_dir.is_dir():
         print(f"lorafleet bench readme: {results_dir} is not a directory", file=sys.stderr)
@@ -125,6 +131,14 @@ def write_readme(results_dir: Path, intro: Path | None) -> int:
     text = render_readme(results_dir, intro.read_text(encoding="utf-8") if intro else "")
     (results_dir / "README.md").write_text(text, encoding="utf-8")
     print(f"[bench] wrote {results_dir / 'README.md'}", file=sys.stderr)
+    if project_readme is not None:
+        try:
+            updated = update_project_readme(project_readme, results_dir)
+        except (OSError, ValueError) as exc:
+            print(f"lorafleet bench readme: {exc}", file=sys.stderr)
+            return 2
+        if updated:
+            print(f"[bench] rewrote the product table in {project_readme}", file=sys.stderr)
     return 0
 
 

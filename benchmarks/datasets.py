@@ -133,14 +133,18 @@ def random_dataset(
     seed: int,
     words: WordSource | None = None,
     output_range_ratio: float = 0.0,
+    prompt_seed: int | None = None,
 ) -> list[RequestSpec]:
-    """`count` prompts of `input_len` random words, each asking for a fixed (or ranged) output."""
+    """`count` prompts of `input_len` random words, each asking for a fixed (or ranged) output.
+
+    `seed` draws the output lengths, `prompt_seed` (default: `seed`) the words: two runs with
+    one seed and different prompt seeds ask for the same lengths with different text."""
     if count < 1 or input_len < 1 or output_len < 1:
         raise ValueError("count, input_len and output_len must be positive")
     source = words or FallbackWords()
     vocabulary, openers = source.words(), source.first_words()
-    rng = random.Random(seed)
-    lengths = output_lengths(count, output_len, output_range_ratio, rng)
+    lengths = output_lengths(count, output_len, output_range_ratio, random.Random(seed))
+    rng = random.Random(seed if prompt_seed is None else prompt_seed)
     specs = []
     for length in lengths:
         chosen = [rng.choice(openers)] + [rng.choice(vocabulary) for _ in range(input_len - 1)]

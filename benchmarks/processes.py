@@ -168,6 +168,80 @@ def gateway_process(
     )
 
 
+def serve_process(
+    port: int,
+    engine_port: int,
+    state_dir: Path,
+    *,
+    adapter_roots: list[Path] | None = None,
+    settings_env: dict[str, str] | None = None,
+    name: str = "serve",
+) -> ProcessSpec:
+    """`lorafleet serve` as a user runs it: local mode, the gateway starts its own engine from
+    the product's defaults (`settings_env` holds any LORAFLEET_* setting a scenario changes,
+    recorded with the result). Only what keeps two instances apart is set here: ports, state."""
+    argv = [sys.executable, "-m", "lorafleet.cli", "serve", "--port", str(port)]
+    env = {
+        "LORAFLEET_ENGINE_PORT_BASE": str(engine_port),
+        "LORAFLEET_DATABASE_URL": f"sqlite:///{state_dir / f'{name}-registry.db'}",
+        "LORAFLEET_ADAPTER_STORE": str(state_dir / f"{name}-adapter-store"),
+        **(settings_env or {}),
+    }
+    if adapter_roots:
+        env["LORAFLEET_ADAPTER_ROOTS"] = ",".join(str(root) for root in adapter_roots)
+    return ProcessSpec(
+        name=name, argv=argv, port=port, ready_path="/ready", env=env, ready_timeout_s=900.0
+    )
+
+
+def plain_vllm_process(
+    model_dir: Path, port: int, served_model_name: str, name: str = "plain-vllm"
+) -> ProcessSpec:
+    """Plain vLLM, LoRA off, no lorafleet plugin: what a user compares the product against.
+
+    Built from the engine `lorafleet serve` would start with its defaults (the same recipe:
+    dtype, context length, batch size, KV-cache size, core binding), with only LoRA turned off
+    and vLLM's plugins disabled (`VLLM_PLUGINS=""`), so the two differ in nothing else."""
+    from dataclasses import replace
+
+    from lorafleet.server.engine.local import engine_specs
+    from lorafleet.server.settings import Settings
+
+    settings = Settings(served_model_name=served_model_name, replicas=1)
+    (spec,) = engine_specs(settings, {served_model_name: model_dir})
+    recipe = replace(spec.recipe, enable_lora=False, host="127.0.0.1", port=port)
+    spec = replace(spec, recipe=recipe)
+    env = spec.environment({}) | {"VLLM_PLUGINS": ""}
+    return ProcessSpec(
+        name=name,
+        argv=spec.command(),
+        port=port,
+        ready_path="/health",
+        env=env,
+        ready_timeout_s=900.0,
+    )
+
+
+def descendant_commands(pid: int) -> list[list[str]]:
+    """The command lines of a process's live descendants (Linux /proc), oldest first."""
+    stats = _all_stats()
+    children: dict[int, list[int]] = {}
+    for child, (parent, _) in stats.items():
+        children.setdefault(parent, []).append(child)
+    found, stack = [], list(children.get(pid, []))
+    while stack:
+        current = stack.pop()
+        try:
+            raw = Path(f"/proc/{current}/cmdline").read_bytes()
+        except OSError:
+            continue
+        found.append(
+            (current, [part.decode(errors="replace") for part in raw.split(b"\0") if part])
+        )
+        stack.extend(children.get(current, []))
+    return [command for _, command in sorted(found)]
+
+
 def hf_server(
     model_dir: Path,
     port: int,

@@ -42,25 +42,25 @@ def _number(value: Any) -> bool:
 def paired(
     runs_a: Sequence[dict[str, Any]], runs_b: Sequence[dict[str, Any]], key: str, how: str
 ) -> dict[str, Any]:
-    """A vs B on `key`, repeat by repeat: `how` is "ratio" (A/B) or "delta" (A-B)."""
+    """A vs B on `key`, repeat by repeat: `how` is "ratio" (A/B) or "delta" (A-B).
+
+    The value is the median of the per-repeat figures, not a ratio of the two arms' medians:
+    the latter can pair A's best repeat with B's worst and sit at a figure no repeat showed.
+    The arms must have run the same number of repeats (they alternate), else nothing pairs.
+    """
+    if len(runs_a) != len(runs_b):
+        raise ValueError(f"unpaired arms: {len(runs_a)} vs {len(runs_b)} repeats")
     values = []
-    for run_a, run_b in zip(runs_a, runs_b, strict=False):
+    for run_a, run_b in zip(runs_a, runs_b, strict=True):
         a, b = float(run_a[key]), float(run_b[key])
         if how == "ratio":
             values.append(a / b if b else float("nan"))
         else:
             values.append(a - b)
-    medians = (
-        percentile([float(r[key]) for r in runs_a], 50.0),
-        percentile([float(r[key]) for r in runs_b], 50.0),
-    )
-    of_medians = (
-        medians[0] / medians[1] if how == "ratio" and medians[1] else medians[0] - medians[1]
-    )
     return {
         "key": key,
         "how": how,
-        "value": of_medians,  # computed from the two arms' medians
+        "value": percentile(values, 50.0) if values else float("nan"),
         "per_repeat": values,
         "min": min(values) if values else None,
         "max": max(values) if values else None,

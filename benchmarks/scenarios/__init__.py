@@ -14,6 +14,7 @@ _MODULES = {
     "sweep": "sweep",
     "cost": "cost",
     "fleet": "fleet",
+    "product": "product",
 }
 _TOOLS = {"load": "load"}
 

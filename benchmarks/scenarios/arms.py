@@ -86,6 +86,8 @@ def compare(
     result = paired(arm_a.runs, arm_b.runs, key, how)
     result |= {"name": name, "a": arm_a.name, "b": arm_b.name, "bar": bar}
     result["meets_bar"] = bool(passes(result["value"])) if passes is not None else None
+    if passes is not None:  # how many repeats met it on their own: a median is not the spread
+        result["repeats_meeting_bar"] = sum(1 for value in result["per_repeat"] if passes(value))
     return result
 
 
@@ -104,8 +106,11 @@ def headline_row(
         low, high = comparison_or_value.get("min"), comparison_or_value.get("max")
         bar = bar or comparison_or_value.get("bar")
         meets_bar = comparison_or_value.get("meets_bar") if meets_bar is None else meets_bar
+        repeats = len(comparison_or_value.get("per_repeat") or [])
+        meeting = comparison_or_value.get("repeats_meeting_bar")
     else:
         value, low, high = comparison_or_value, None, None
+        repeats, meeting = 0, None
     return {
         "measure": measure,
         "value": value,
@@ -114,6 +119,8 @@ def headline_row(
         "max": high,
         "bar": bar,
         "meets_bar": meets_bar,
+        "repeats": repeats or None,
+        "repeats_meeting_bar": meeting,
         "workload": workload,
         "date": date or now_iso()[:10],
     }

@@ -78,6 +78,10 @@ class BenchContext:
         self.tag = time.strftime("%H%M%S")  # in adapter names: unique on long-lived engines
         self.generator_usage: list[tuple[float, float]] = []  # (CPU s, wall s) of every load run
         self.notes: list[str] = []
+        # What a started `lorafleet serve` was told beyond its defaults, and the engine command
+        # lines it really ran (role -> ...), recorded with the result.
+        self.settings_changed: dict[str, dict[str, str]] = {}
+        self.engine_commands: dict[str, list[list[str]]] = {}
         self._words: datasets.WordSource | None = None
         self._model_dir: Path | None = options.model_dir
 
@@ -131,7 +135,9 @@ class BenchContext:
                 self._words = datasets.FallbackWords()
         return self._words
 
-    def requests(self, workload: Workload, seed: int) -> list[datasets.RequestSpec]:
+    def requests(
+        self, workload: Workload, seed: int, prompt_seed: int | None = None
+    ) -> list[datasets.RequestSpec]:
         if workload.dataset == "chat-file":
             if workload.dataset_path is None:
                 raise ScenarioError("--dataset chat-file needs --dataset-path")
@@ -147,6 +153,7 @@ class BenchContext:
             output_len=workload.output_len,
             output_range_ratio=workload.output_range_ratio,
             seed=seed,
+            prompt_seed=prompt_seed,
             words=self.words(),
         )
 
@@ -211,10 +218,12 @@ class BenchContext:
         return result
 
     def run_once(self, arm: Arm, repeat: int, arm_index: int) -> dict[str, Any]:
-        seed = self.options.seed + 1000 * (repeat + 1) + arm_index
+        # Every arm of a repeat draws the same output (and prompt) lengths, so an A/B compares
+        # equal work; the prompt words differ per arm, so no arm reads another's prefix cache.
+        seed = self.options.seed + 1000 * (repeat + 1)
         label = f"{arm.name} r{repeat + 1}/{self.options.repeats}"
         config = self.load_config(arm, seed, label)
-        specs = self.requests(arm.workload, seed)
+        specs = self.requests(arm.workload, seed, prompt_seed=seed + arm_index + 1)
         cpu_before = {name: p.cpu_seconds() for name, p in arm.metered.items()}
         load_before = load_average()
         result = self.execute(config, specs)
@@ -334,6 +343,8 @@ class BenchContext:
                 }
                 for role, t in self.targets.items()
             },
+            "gateway_settings_changed": self.settings_changed,
+            "engine_commands": self.engine_commands,
             "arms": {arm.name: arm.as_dict() for arm in arms},
             "comparisons": comparisons,
             "headline": headline,

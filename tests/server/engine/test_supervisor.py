@@ -61,7 +61,7 @@ def test_dtype_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_dtype("auto") == "auto"
 
 
-# Lines from a real engine's log (benchmarks/results/2026-11-28-cpu/fleet/logs).
+# Lines from a real engine's log (benchmarks/results/archive/2026-11-28-cpu/fleet/logs).
 ENGINE_NOISE = [
     "nanobind: leaked 4 instances!",
     "nanobind: leaked 514 functions!",
