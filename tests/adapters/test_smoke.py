@@ -89,3 +89,37 @@ def test_concurrent_asks_keep_each_answer_with_its_question() -> None:
     items = [SmokeItem(f"q{i}", (f"a{i}",)) for i in range(10)]
     result = score("concurrent", lambda question: "a" + question[1:], items, 2, concurrency=4)
     assert (result.passed, result.asked, result.missed) == (20, 20, [])
+
+
+def test_the_measured_scores_reach_the_default_models_manifest(tmp_path: Path) -> None:
+    from lorafleet.adapters import base_models
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"x" * 8)
+    manifest = {"id": "smollm2-135m-instruct", "build_version": base_models._BUILD_VERSION}
+    (tmp_path / "lorafleet-model.json").write_text(json.dumps(manifest))
+    base_models._add_smoke_scores(tmp_path)
+    recorded = json.loads((tmp_path / "lorafleet-model.json").read_text())
+    shipped = json.loads(smoke.MEASURED_SCORES.read_text())
+    assert recorded["id"] == "smollm2-135m-instruct"  # the rest of the manifest is kept
+    assert recorded["smoke"]["scores"] == shipped["scores"]
+    assert "lorafleet serve" in recorded["smoke"]["through"]  # measured through vLLM
+    for setting in ("default sampling", "temperature 0"):
+        assert 0 <= shipped["scores"][setting]["passed"] <= shipped["scores"][setting]["asked"]
+
+
+def test_scores_measured_on_another_build_are_not_recorded(tmp_path: Path) -> None:
+    scores = tmp_path / "scores.json"
+    scores.write_text(json.dumps({"build_version": 1, "scores": {}}))
+    assert smoke.measured_scores(2, scores) is None
+    assert smoke.measured_scores(1, scores) == {"scores": {}}
+
+
+def test_the_shipped_scores_match_their_raw_run() -> None:
+    """adapters/smoke_scores.json is the summary of a committed raw run, not typed in."""
+    shipped = json.loads(smoke.MEASURED_SCORES.read_text())
+    root = Path(__file__).resolve().parents[2]
+    raw = json.loads((root / shipped["raw"]).read_text())
+    assert {s["setting"]: {"passed": s["passed"], "asked": s["asked"]} for s in raw} == shipped[
+        "scores"
+    ]

@@ -12,9 +12,10 @@ from tests.integration.conftest import MODEL, Server
 
 pytestmark = pytest.mark.integration
 
-# The README quotes 9/12 greedy (transformers, 64 tokens, 2026-12-01); vLLM's kernels may
-# differ by an answer or two. Below this, the README's account of the model is out of date.
-GREEDY_FLOOR = 7
+# adapters/smoke_scores.json (quoted in the README) has 9/12 greedy through the gateway and vLLM;
+# vLLM's float32 CPU kernels are deterministic for one batch shape, but batching can move an
+# answer. Below this floor the README's account of the model is out of date.
+GREEDY_FLOOR = 8
 
 
 def test_the_default_model_smoke_scores(gateway: Server) -> None:
