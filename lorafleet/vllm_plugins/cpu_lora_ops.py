@@ -18,7 +18,7 @@ matrix-vector product. Two consequences, both measured on this project's CPU mac
 The replacements below group the tokens by adapter index (a batch holds a handful of adapters)
 and do one matrix product per adapter on the rows that use it; index -1 rows get no LoRA term.
 Same signatures and write semantics as vLLM's functions, checked against them in
-tests/server/engine/test_cpu_lora_ops.py.
+tests/vllm_plugins/test_cpu_lora_ops.py.
 
 Installation: `pyproject.toml` declares `register` under the `vllm.general_plugins` entry-point
 group, which vLLM loads in each of its processes. It patches only `PunicaWrapperCPU`'s module,
