@@ -8,8 +8,9 @@
     lorafleet bench cost --from benchmarks/results/.../sweep/result.json
     lorafleet bench load --target server=http://127.0.0.1:8000 --model smollm2-135m-instruct -c 8
     lorafleet bench readme benchmarks/results            # rebuild the headline table
+    lorafleet bench soak --url http://127.0.0.1:8000 --minutes 10   # streams checked for hours
 
-Every scenario writes result.json, summary.md and PNG plots under --out.
+Every scenario writes result.json, summary.md and PNG plots under --out (soak: a JSON report).
 """
 
 from __future__ import annotations
@@ -55,6 +56,15 @@ def add_parser(subparsers: Any) -> None:
         default=None,
         help="also rewrite this file's product table from the newest `product` result",
     )
+    from lorafleet.benchmarks import soak
+
+    soak_parser = scenarios.add_parser(
+        "soak",
+        help="many concurrent streams for a while: lost, truncated, mixed; gateway RSS",
+        description=soak.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    soak.add_arguments(soak_parser)
     parser.set_defaults(func=main, bench_parser=parser)
 
 
@@ -65,6 +75,10 @@ def main(args: argparse.Namespace) -> int:
         return 2
     if name == "readme":
         return write_readme(args.results_dir, args.intro, args.project_readme)
+    if name == "soak":
+        from lorafleet.benchmarks import soak
+
+        return soak.main(args)
     return run_scenario(name, args)
 
 

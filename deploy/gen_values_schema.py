@@ -12,6 +12,10 @@ through verbatim (resources, affinity) opts out with `# @schema {additionalPrope
 One extension keyword, removed from the output: `itemPropertiesFrom: <top-level key>` on a list
 makes its items accept the properties of that key's map as well (the `engines` entries take
 every `engineDefaults` key).
+
+Owned by the chart's tests: tests/deploy/test_helm_chart.py fails when the committed schema is
+not what this generates from the committed values.yaml, and tests/deploy/test_gen_values_schema.py
+covers this command line.
 """
 
 from __future__ import annotations

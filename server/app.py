@@ -28,7 +28,6 @@ from lorafleet.adapters.registry import AdapterRegistry
 from lorafleet.adapters.sources import clean_store_temporaries
 from lorafleet.server.announce import announce_ready
 from lorafleet.server.deps import Gateway, Lifecycle
-from lorafleet.server.engine import cpu_lora_ops
 from lorafleet.server.engine.http import HttpClient, Timeouts, make_client
 from lorafleet.server.engine.pool import EnginePool
 from lorafleet.server.engine.supervisor import EngineSupervisor, has_cuda_device
@@ -54,6 +53,7 @@ from lorafleet.server.shared_limits import RedisRateLimiter, connect
 from lorafleet.server.token_limits import TokenLimits
 from lorafleet.server.tracing import Tracing
 from lorafleet.server.usage import UsageMeter
+from lorafleet.vllm_plugins import cpu_lora_ops
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,8 @@ def _wants_guard(settings: Settings, model: ModelSpec, supervisor: EngineSupervi
     if setting != "auto":
         return setting == "on"
     # Local CPU engines run from this install, so they get lorafleet's grouped LoRA ops, which
-    # leave base rows alone (server/engine/cpu_lora_ops.py); switched off, the guard is needed.
+    # leave base rows alone (lorafleet/vllm_plugins/cpu_lora_ops.py); switched off, the guard
+    # is needed.
     # Cluster engines may be GPUs or stock vLLM CPU images: opt in there.
     return (
         settings.engine_enable_lora

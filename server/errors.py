@@ -10,6 +10,7 @@
      ├── ConflictError                  409
      ├── PayloadTooLargeError           413
      ├── HeadersTooLargeError           431
+     ├── UriTooLongError                414
      ├── UnprocessableEntityError       422
      ├── RateLimitError                 429 (+ Retry-After)
      ├── EngineError                    502 upstream answered with nonsense
@@ -124,6 +125,12 @@ class HeadersTooLargeError(LorafleetError):
     status = 431
     type = "invalid_request_error"
     default_code = "headers_too_large"
+
+
+class UriTooLongError(LorafleetError):
+    status = 414
+    type = "invalid_request_error"
+    default_code = "uri_too_long"
 
 
 class UnprocessableEntityError(LorafleetError):

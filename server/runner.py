@@ -8,8 +8,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from lorafleet.server.app import create_app
+from lorafleet.server.bounded_http import BoundedHttpToolsProtocol
 from lorafleet.server.deps import Lifecycle
 from lorafleet.server.engine.local import build_supervisor
 from lorafleet.server.logs import configure_logging
@@ -56,14 +58,19 @@ def serve(settings: Settings) -> int:
         settings.host, settings.port, "local" if supervisor else "cluster",
         ", ".join(spec.name for spec in settings.served_models),
     )  # fmt: skip
-    config = uvicorn.Config(
+    DrainingServer(uvicorn_config(app, settings), app.state.lifecycle).run()
+    return 0
+
+
+def uvicorn_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
+    return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
+        # httptools, with a bound on request heads: a 50 MB header or URL gets 431/414, not
+        # memory (server/bounded_http.py; h11's own limit does not apply to httptools).
+        http=BoundedHttpToolsProtocol,
         log_config=None,
         access_log=False,  # the gateway writes its own access line (server/logs.py)
         timeout_graceful_shutdown=int(settings.drain_timeout_s),
-        h11_max_incomplete_event_size=64 * 1024,  # a huge header gets an error, not memory
     )
-    DrainingServer(config, app.state.lifecycle).run()
-    return 0

@@ -162,7 +162,8 @@ class Settings(BaseSettings):
     # Local mode: how many engine processes to supervise, and their settings.
     replicas: int = Field(1, ge=1, le=16)
     engine_host: str = "127.0.0.1"
-    engine_port_base: int = Field(8100, ge=1024, le=65000)
+    # Internal engine ports: None picks free ones; a number pins base, base + 1, ...
+    engine_port_base: int | None = Field(None, ge=1024, le=65000)
     engine_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     engine_max_model_len: int = Field(2048, ge=128)
     engine_max_num_seqs: int = Field(64, ge=1)

@@ -36,7 +36,7 @@ from lorafleet.benchmarks.scenarios.base import (
     positive_ints,
 )
 
-# server/engine/cpu_lora_ops.py's switch (not imported: that module imports torch).
+# lorafleet/vllm_plugins/cpu_lora_ops.py's switch (not imported: that module imports torch).
 CPU_LORA_OPS_SWITCH = "LORAFLEET_CPU_LORA_OPS"
 
 NAME = "lora-overhead"

@@ -1,7 +1,8 @@
 """Local mode: the engine processes `lorafleet serve` starts, one pool of replicas per base model.
 
 Cores are split between every engine process of every model (on a 2-core machine two engines
-get one core each), and internal ports are handed out from `engine_port_base` upwards.
+get one core each). Internal ports are picked free by the kernel, so two `lorafleet serve` on
+one machine never collide; `engine_port_base` pins them to `base`, `base + 1`, ... instead.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lorafleet.adapters.base_models import ModelFetchError, fetch_model
+from lorafleet.server.engine.ports import free_ports
 from lorafleet.server.engine.recipe import EngineRecipe
 from lorafleet.server.engine.supervisor import (
     EngineProcess,
@@ -29,13 +31,15 @@ def engine_specs(settings: Settings, model_dirs: dict[str, Path]) -> list[Engine
     cores: list[str | None] = [settings.engine_cpu_threads] * total
     if settings.engine_cpu_threads is None and not has_cuda_device():
         cores = list(split_cores(total))
+    base = settings.engine_port_base
+    ports = free_ports(settings.engine_host, total) if base is None else range(base, base + total)
     specs: list[EngineSpec] = []
     for model, count in zip(models, counts, strict=True):
         for _ in range(count):
             index = len(specs)
             specs.append(
                 EngineSpec(
-                    recipe=_recipe(settings, model, model_dirs[model.name], index),
+                    recipe=_recipe(settings, model, model_dirs[model.name], ports[index]),
                     base_model=model.name,
                     kv_cache_gib=model.kv_cache_gib or settings.engine_kv_cache_gib,
                     cpu_threads=model.cpu_threads or cores[index],
@@ -45,7 +49,7 @@ def engine_specs(settings: Settings, model_dirs: dict[str, Path]) -> list[Engine
     return specs
 
 
-def _recipe(settings: Settings, model: ModelSpec, model_dir: Path, index: int) -> EngineRecipe:
+def _recipe(settings: Settings, model: ModelSpec, model_dir: Path, port: int) -> EngineRecipe:
     extra = model.extra_args if model.extra_args is not None else settings.engine_extra_args
     return EngineRecipe(
         model=str(model_dir),
@@ -59,7 +63,7 @@ def _recipe(settings: Settings, model: ModelSpec, model_dir: Path, index: int) -
         shutdown_timeout_s=int(settings.drain_timeout_s),
         otlp_traces_endpoint=settings.engine_otlp_traces_endpoint,
         host=settings.engine_host,
-        port=settings.engine_port_base + index,
+        port=port,
         extra_args=tuple(extra),
     )
 
@@ -74,4 +78,7 @@ def build_supervisor(settings: Settings) -> EngineSupervisor:
         EngineProcess(spec, f"engine-{index}", settings.engine_restart_backoff_s)
         for index, spec in enumerate(engine_specs(settings, dirs))
     ]
-    return EngineSupervisor(processes)
+    supervisor = EngineSupervisor(processes)
+    if busy := supervisor.ports_in_use():  # fail at once, before the gateway starts
+        raise SystemExit(f"lorafleet serve: {busy[0]}")
+    return supervisor

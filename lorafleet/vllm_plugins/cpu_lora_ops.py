@@ -9,8 +9,8 @@ vLLM's PyTorch-native punica ops (`vllm/lora/ops/torch_ops/lora_ops.py`, used by
 so a step with T tokens copies T adapter matrices per layer and per projection before a batched
 matrix-vector product. Two consequences, both measured on this project's CPU machines:
 
-- speed: one adapter at concurrency 32 ran at 0.22x of the base model's output tok/s
-  (benchmarks/results/*/lora-overhead), far below the GPU kernels' 0.66-0.96x;
+- speed: one rank-16 adapter at concurrency 32 ran at 0.25x of the base model's output tok/s
+  (benchmarks/results/archive/2026-11-28-cpu/lora-overhead, `--compare-upstream-ops`);
 - correctness: tokens without an adapter carry index -1, and `lora_weights[-1]` is the LAST
   adapter slot, so base-model rows batched with LoRA rows got an adapter applied
   (docs/design/base-guard.md has the reproduction).
@@ -18,7 +18,7 @@ matrix-vector product. Two consequences, both measured on this project's CPU mac
 The replacements below group the tokens by adapter index (a batch holds a handful of adapters)
 and do one matrix product per adapter on the rows that use it; index -1 rows get no LoRA term.
 Same signatures and write semantics as vLLM's functions, checked against them in
-tests/server/engine/test_cpu_lora_ops.py.
+tests/vllm_plugins/test_cpu_lora_ops.py.
 
 Installation: `pyproject.toml` declares `register` under the `vllm.general_plugins` entry-point
 group, which vLLM loads in each of its processes. It patches only `PunicaWrapperCPU`'s module,

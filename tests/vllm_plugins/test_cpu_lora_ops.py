@@ -4,14 +4,20 @@ LoRA term (vLLM's ops index slot -1, the last adapter: the bug they fix)."""
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import entry_points
+import os
+import subprocess
+import sys
+import tomllib
+from importlib.metadata import EntryPoint
+from pathlib import Path
 
 import pytest
 import torch
 from vllm.lora.ops.torch_ops import lora_ops as reference
 
-from lorafleet.server.engine import cpu_lora_ops as grouped
+from lorafleet.vllm_plugins import cpu_lora_ops as grouped
 
+REPO = Path(__file__).resolve().parents[2]
 MAX_LORAS, RANK, HIDDEN, OUT = 4, 8, 32, 48
 
 
@@ -96,8 +102,13 @@ def test_vllm_applies_an_adapter_to_base_rows_which_the_grouped_ops_do_not() -> 
 def test_the_plugin_is_declared_and_patches_the_cpu_wrapper(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    declared = {ep.name: ep.value for ep in entry_points(group="vllm.general_plugins")}
-    assert declared["lorafleet_cpu_lora_ops"] == "lorafleet.server.engine.cpu_lora_ops:register"
+    # pyproject.toml, not the installed metadata: an install made before the plugin moved still
+    # names the old module until it is reinstalled (pip install -e .).
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = project["entry-points"]["vllm.general_plugins"]
+    assert declared["lorafleet_cpu_lora_ops"] == "lorafleet.vllm_plugins.cpu_lora_ops:register"
+    entry = EntryPoint("lorafleet_cpu_lora_ops", declared["lorafleet_cpu_lora_ops"], "x")
+    assert entry.load() is grouped.register
     punica_cpu = importlib.import_module("vllm.lora.punica_wrapper.punica_cpu")
     for name in grouped.OPS:
         monkeypatch.setattr(punica_cpu, name, getattr(reference, name))
@@ -137,3 +148,16 @@ def test_zero_slots_are_skipped_until_an_adapter_is_written_into_them() -> None:
     grouped.bgmv_shrink(x, lora_a, got, index, 1.0)
     torch.testing.assert_close(got[1], x[1] @ lora_a[2, 0].t())
     assert got[0].abs().sum() == 0 and got[2].abs().sum() == 0
+
+
+def test_the_plugin_package_needs_nothing_from_the_gateway() -> None:
+    """It is imported in vLLM's processes: no lorafleet.server, and no torch until an op runs."""
+    code = (
+        "import sys, lorafleet.vllm_plugins.cpu_lora_ops\n"
+        "print(sorted(m for m in sys.modules if m.startswith('lorafleet.server') or m == 'torch'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert result.stdout.strip() == "[]"

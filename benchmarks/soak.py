@@ -1,6 +1,7 @@
-"""Soak test: many concurrent streams against a gateway for a while; report anything wrong.
+"""`lorafleet bench soak`: many concurrent streams against a gateway for a while; report anything
+wrong.
 
-    python scripts/soak.py --url http://127.0.0.1:8000 --concurrency 64 --minutes 10 \
+    lorafleet bench soak --url http://127.0.0.1:8000 --concurrency 64 --minutes 10 \
         --models smollm2-135m-instruct,support
 
 Loopback targets only; every loop is bounded by the duration and stops by itself. Each stream
@@ -11,7 +12,7 @@ differ from the first answer to the same pair are counted as `divergent` (a requ
 the wrong adapter shows up there; so can float noise between batch shapes, hence reported, not
 failed). Reports lost (errors), truncated and mixed-up responses, and the gateway's resident
 memory over time (from its own /metrics). Exit status 1 when anything was lost, truncated or
-mixed.
+mixed. The JSON report goes to stdout, and to `--out FILE` when given.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import json
 import sys
 import time
 from collections import Counter
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import httpx
@@ -45,7 +48,11 @@ async def one_stream(
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-    ids, models, finish, usage, done = set(), set(), None, None, False
+    ids: set[str | None] = set()
+    models: set[str | None] = set()
+    finish: str | None = None
+    usage: dict[str, Any] | None = None
+    done = False
     text: list[str] = []
     try:
         async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
@@ -87,7 +94,10 @@ async def rss(client: httpx.AsyncClient, url: str) -> float | None:
     return None
 
 
-async def soak(url: str, models: list[str], concurrency: int, seconds: float) -> Counter[str]:
+async def soak(
+    url: str, models: list[str], concurrency: int, seconds: float, report_every_s: float = 30.0
+) -> dict[str, Any]:
+    """Run the soak; its report (outcome counts, duration, the gateway's RSS over time)."""
     outcomes: Counter[str] = Counter()
     counter = itertools.count()
     deadline = time.monotonic() + seconds
@@ -107,7 +117,7 @@ async def soak(url: str, models: list[str], concurrency: int, seconds: float) ->
 
         async def progress() -> None:
             while time.monotonic() < deadline:
-                await asyncio.sleep(30)
+                await asyncio.sleep(report_every_s)
                 now = await rss(client, url)
                 memory.append((round(time.monotonic() - started), now))
                 print(f"  {sum(outcomes.values())} streams: {dict(outcomes)}, gateway RSS "
@@ -118,27 +128,30 @@ async def soak(url: str, models: list[str], concurrency: int, seconds: float) ->
         reporter.cancel()
         end_rss = await rss(client, url)
     memory.append((round(time.monotonic() - started), end_rss))
-    print(json.dumps({"streams": sum(outcomes.values()), "outcomes": dict(outcomes),
-                      "seconds": round(time.monotonic() - started),
-                      "gateway_rss_mib": {"start": start_rss, "end": end_rss,
-                                          "samples": memory}}))  # fmt: skip
-    return outcomes
+    return {
+        "streams": sum(outcomes.values()), "outcomes": dict(outcomes),
+        "seconds": round(time.monotonic() - started),
+        "gateway_rss_mib": {"start": start_rss, "end": end_rss, "samples": memory},
+    }  # fmt: skip
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--models", default="smollm2-135m-instruct")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--minutes", type=float, default=10.0)
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=None, help="also write the report here")
+
+
+def main(args: argparse.Namespace) -> int:
     if urlparse(args.url).hostname not in LOOPBACK:
-        parser.error("soak targets loopback addresses only")
-    outcomes = asyncio.run(
+        print("lorafleet bench soak: soak targets loopback addresses only", file=sys.stderr)
+        return 2
+    report = asyncio.run(
         soak(args.url.rstrip("/"), args.models.split(","), args.concurrency, args.minutes * 60)
     )
-    return 0 if set(outcomes) <= {"ok", "divergent"} else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    text = json.dumps(report)
+    print(text)
+    if args.out is not None:
+        args.out.write_text(text + "\n", encoding="utf-8")
+    return 0 if set(report["outcomes"]) <= {"ok", "divergent"} else 1
