@@ -21,6 +21,7 @@ from lorafleet.server.errors import (
     ModelNotFoundError,
     error_for_status,
 )
+from lorafleet.sse import SSESplitter
 
 # vLLM reports "prompt (+ max_tokens) past max_model_len" as a 400 naming one of these params.
 _CONTEXT_PARAMS = frozenset({"input_tokens", "input_text"})
@@ -112,23 +113,19 @@ class VLLMHttpEngine(EngineClient):
 
 
 class _SSEStream(EngineStream):
-    """Splits the byte stream into whole SSE events (`...\\n\\n`); yields each when complete."""
+    """The body as whole SSE events (lorafleet/sse.py), each yielded as soon as it is complete."""
 
     def __init__(self, response: HttpStream) -> None:
         self._response = response
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        buffer = b""
+        splitter = SSESplitter()
         async for chunk in self._response.chunks():
-            buffer += chunk
-            while True:
-                end = buffer.find(b"\n\n")
-                if end < 0:
-                    break
-                yield buffer[: end + 2]
-                buffer = buffer[end + 2 :]
-        if buffer.strip():
-            yield buffer if buffer.endswith(b"\n\n") else buffer.rstrip(b"\n") + b"\n\n"
+            for event in splitter.feed(chunk):
+                yield event
+        tail = splitter.flush()  # an engine that ended without a blank line
+        if tail is not None:
+            yield tail
 
     async def aclose(self) -> None:
         await self._response.aclose()
