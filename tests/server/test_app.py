@@ -101,6 +101,21 @@ def test_stream_events_are_relayed_one_by_one(client: TestClient, engine: FakeVL
     assert all(piece.endswith(b"\n\n") for piece in pieces)
 
 
+@pytest.mark.parametrize("line_end", [b"\r\n", b"\r"])
+def test_events_with_other_line_ends_cut_anywhere_are_relayed_whole(
+    client: TestClient, engine: FakeVLLM, line_end: bytes
+) -> None:
+    engine.line_end, engine.piece_bytes = line_end, 7  # CR and LF of one line end apart, too
+    body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+    response = client.post("/v1/chat/completions", json=body)
+    events = sse_events(response.text)
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(event) for event in events[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text == "The capital is Paris."
+    assert chunks[-1]["usage"]["completion_tokens"] == 5  # the usage chunk was found
+
+
 def test_unknown_model_is_404_and_never_a_path(client: TestClient, engine: FakeVLLM) -> None:
     for model in ["nope", "../../etc/passwd", "/etc/passwd"]:
         response = client.post("/v1/chat/completions", json={**CHAT, "model": model})
