@@ -1,7 +1,8 @@
 """`EngineClient` for a vLLM OpenAI server over HTTP: the only module that knows vLLM's URLs.
 
-The HTTP itself goes through `HttpClient` (http.py): aiohttp when serving, httpx with a
-`MockTransport` in unit tests.
+The HTTP itself goes through `HttpClient` (http.py): aiohttp when serving (and in the unit tests,
+over a real socket), httpx with a `MockTransport` in the unit tests too. Streams are split into
+events by the one SSE splitter (lorafleet/sse.py) the load generator also uses.
 """
 
 from __future__ import annotations
