@@ -19,8 +19,6 @@ is a comment; an event's `data` lines are joined with LF, one space after the co
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 _LF = 0x0A
 
 
@@ -32,15 +30,20 @@ class SSESplitter:
     def __init__(self) -> None:
         self._buffer = b""  # the start of the next event; line ends already LF except a last CR
 
-    def feed(self, chunk: bytes) -> Iterator[bytes]:
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The events this piece completes, in order (often none, usually one)."""
         buffer = self._buffer + chunk if self._buffer else chunk
         if b"\r" in buffer:
             buffer = _to_lf(buffer)
-        start = _skip_blank_lines(buffer, 0)
+        events = []
+        start = _skip_blank_lines(buffer, 0) if buffer.startswith(b"\n") else 0
         while (end := buffer.find(b"\n\n", start)) >= 0:
-            yield buffer[start : end + 2]
-            start = _skip_blank_lines(buffer, end + 2)
-        self._buffer = buffer[start:]
+            events.append(buffer[start : end + 2])
+            start = end + 2
+            if buffer.startswith(b"\n", start):
+                start = _skip_blank_lines(buffer, start)
+        self._buffer = buffer[start:] if start else buffer
+        return events
 
     def flush(self) -> bytes | None:
         """The body ended: what is left as a last event (terminated), or None when nothing is.
@@ -53,7 +56,7 @@ class SSESplitter:
 def split_events(body: bytes) -> list[bytes]:
     """Every event of a whole body, the unterminated tail included (what `feed` + `flush` give)."""
     splitter = SSESplitter()
-    events = list(splitter.feed(body))
+    events = splitter.feed(body)
     tail = splitter.flush()
     return [*events, tail] if tail is not None else events
 
