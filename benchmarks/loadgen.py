@@ -11,8 +11,9 @@ Load shapes (the same knobs as `vllm bench serve`):
 Timing follows vLLM's request functions: TTFT is the time to the first chunk carrying a choice,
 ITL every gap between such chunks, latency the time to the last one; token counts come from the
 server's `usage` (`stream_options.include_usage`). The hot loop is plain httpx + orjson with a
-bytes-level SSE splitter: no SDK objects per chunk. Every run is bounded by its request count
-and by `time_limit_s`; what is still in flight at the limit is cancelled and counted as failed.
+bytes-level SSE splitter (the gateway's own, lorafleet/sse.py): no SDK objects per chunk. Every
+run is bounded by its request count and by `time_limit_s`; what is still in flight at the limit is
+cancelled and counted as failed.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import random
 import resource
 import ssl
 import time
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -31,6 +32,7 @@ import httpx
 import orjson
 
 from lorafleet.benchmarks.datasets import RequestSpec
+from lorafleet.sse import SSESplitter, event_data
 
 Endpoint = Literal["completions", "chat"]
 _T = TypeVar("_T")
@@ -151,24 +153,6 @@ def build_payload(config: LoadConfig, spec: RequestSpec, model: str) -> bytes:
     return orjson.dumps(body)
 
 
-class SSESplitter:
-    """Feeds raw bytes, yields the `data:` payload of each complete event."""
-
-    def __init__(self) -> None:
-        self._buffer = b""
-
-    def feed(self, chunk: bytes) -> Iterator[bytes]:
-        self._buffer += chunk.replace(b"\r\n", b"\n") if b"\r" in chunk else chunk
-        while True:
-            end = self._buffer.find(b"\n\n")
-            if end < 0:
-                return
-            event, self._buffer = self._buffer[:end], self._buffer[end + 2 :]
-            data = [line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:")]
-            if data:
-                yield b"\n".join(data)
-
-
 async def send_one(
     client: httpx.AsyncClient,
     url: str,
@@ -188,8 +172,8 @@ async def send_one(
             splitter = SSESplitter()
             async for chunk in response.aiter_bytes():
                 now = time.perf_counter()
-                for data in splitter.feed(chunk):
-                    if data == b"[DONE]":
+                for data in map(event_data, splitter.feed(chunk)):
+                    if data is None or data == b"[DONE]":
                         continue
                     event = orjson.loads(data)
                     if event.get("choices"):

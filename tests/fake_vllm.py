@@ -31,6 +31,8 @@ class FakeVLLM:
     break_after: int | None = None  # streamed events before the connection breaks
     load_delay_s: float = 0.0
     event_gap_s: float = 0.0  # between streamed events
+    line_end: bytes = b"\n"  # of streamed events' lines (SSE also allows CRLF and CR)
+    piece_bytes: int | None = None  # send the stream in pieces this long, cut anywhere
     prompt_tokens: int = 7  # what usage reports for every prompt
     tokenized: int = 0  # /tokenize calls
     fail_loads: bool = False
@@ -158,6 +160,10 @@ class FakeVLLM:
         if (body.get("stream_options") or {}).get("include_usage"):
             events.append(chunk([], usage=usage))
         events.append(b"data: [DONE]\n\n")
+        if self.line_end != b"\n" or self.piece_bytes:
+            body = b"".join(events).replace(b"\n", self.line_end)
+            size = self.piece_bytes or len(body)
+            events = [body[i : i + size] for i in range(0, len(body), size)]
         for i, event in enumerate(events):
             if self.break_after is not None and i >= self.break_after:
                 raise httpx.ReadError("engine died")

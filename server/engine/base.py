@@ -1,8 +1,9 @@
 """The one seam between the gateway and an inference engine.
 
 Everything the gateway needs from an engine is on `EngineClient`; routing, retries and tests plug
-in here. `VLLMHttpEngine` (vllm_http.py) is the only code that knows vLLM's URLs. Fakes for unit
-tests wrap the same client around an `httpx.MockTransport`, so the real client code is tested too.
+in here. `VLLMHttpEngine` (vllm_http.py) is the only code that knows vLLM's URLs. Unit tests run
+that same client against a fake vLLM, through an `httpx.MockTransport` and, with the aiohttp
+client production runs, over a real socket (http.py says why both clients exist).
 """
 
 from __future__ import annotations

@@ -1,12 +1,18 @@
 """The HTTP client under `VLLMHttpEngine`: two implementations of one small interface.
 
-- `AiohttpClient` is what the gateway runs on. Profiling the relay (docs/design/
-  gateway-performance.md) showed httpx/httpcore spending about half of the event loop in
-  `AsyncConnectionPool._assign_requests_to_connections`, which rescans every pooled connection
-  each time a request is queued or finishes, so its cost grows with concurrency. aiohttp's
-  connector hands out idle connections from a deque and parses responses in C.
-- `HttpxClient` wraps an `httpx.AsyncClient`; unit tests give it an `httpx.MockTransport`, so the
-  engine code above it (URLs, error translation, SSE splitting) is tested without sockets.
+- `AiohttpClient` is what the gateway runs on (`ENGINE_HTTP_CLIENT=aiohttp`, the default).
+  Profiling the relay (docs/design/gateway-performance.md) showed httpx/httpcore spending about
+  half of the event loop in `AsyncConnectionPool._assign_requests_to_connections`, which
+  rescans every pooled connection each time a request is queued or finishes, so its cost grows
+  with concurrency. aiohttp's connector hands out idle connections from a deque and parses
+  responses in C.
+- `HttpxClient` wraps an `httpx.AsyncClient`. It stays, deliberately, for two jobs: the
+  in-process seam of the unit tests (an `httpx.MockTransport` around the fake engine: no
+  socket, no server thread), and an operator's fallback (`ENGINE_HTTP_CLIENT=httpx`) should an
+  aiohttp release misbehave. Neither job leaves the production client untested: the gateway
+  tests on the shared `client` fixture (tests/server/conftest.py) run once per client, aiohttp
+  over a real socket to the same fake, and the fault battery (tests/server/test_faults.py) runs
+  both over real sockets.
 
 Both raise lorafleet errors for transport failures: unreachable (connect refused or timed out)
 → `EngineUnreachableError`, a read that waited past its timeout → `EngineTimeoutError`, any other

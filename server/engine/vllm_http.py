@@ -1,7 +1,8 @@
 """`EngineClient` for a vLLM OpenAI server over HTTP: the only module that knows vLLM's URLs.
 
-The HTTP itself goes through `HttpClient` (http.py): aiohttp when serving, httpx with a
-`MockTransport` in unit tests.
+The HTTP itself goes through `HttpClient` (http.py): aiohttp when serving (and in the unit tests,
+over a real socket), httpx with a `MockTransport` in the unit tests too. Streams are split into
+events by the one SSE splitter (lorafleet/sse.py) the load generator also uses.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from lorafleet.server.errors import (
     ModelNotFoundError,
     error_for_status,
 )
+from lorafleet.sse import SSESplitter
 
 # vLLM reports "prompt (+ max_tokens) past max_model_len" as a 400 naming one of these params.
 _CONTEXT_PARAMS = frozenset({"input_tokens", "input_text"})
@@ -112,23 +114,19 @@ class VLLMHttpEngine(EngineClient):
 
 
 class _SSEStream(EngineStream):
-    """Splits the byte stream into whole SSE events (`...\\n\\n`); yields each when complete."""
+    """The body as whole SSE events (lorafleet/sse.py), each yielded as soon as it is complete."""
 
     def __init__(self, response: HttpStream) -> None:
         self._response = response
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        buffer = b""
+        splitter = SSESplitter()
         async for chunk in self._response.chunks():
-            buffer += chunk
-            while True:
-                end = buffer.find(b"\n\n")
-                if end < 0:
-                    break
-                yield buffer[: end + 2]
-                buffer = buffer[end + 2 :]
-        if buffer.strip():
-            yield buffer if buffer.endswith(b"\n\n") else buffer.rstrip(b"\n") + b"\n\n"
+            for event in splitter.feed(chunk):
+                yield event
+        tail = splitter.flush()  # an engine that ended without a blank line
+        if tail is not None:
+            yield tail
 
     async def aclose(self) -> None:
         await self._response.aclose()

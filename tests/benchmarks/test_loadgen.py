@@ -15,7 +15,6 @@ import pytest
 from lorafleet.benchmarks.datasets import RequestSpec, random_dataset
 from lorafleet.benchmarks.loadgen import (
     LoadConfig,
-    SSESplitter,
     arrival_offsets,
     assign_models,
     build_payload,
@@ -219,10 +218,3 @@ def test_arrival_offsets() -> None:
 def test_config_validation(make: Callable[[], LoadConfig]) -> None:
     with pytest.raises(ValueError, match=r"concurrency|rate"):
         make()
-
-
-def test_sse_splitter_crlf_comments_and_multiline() -> None:
-    splitter = SSESplitter()
-    out = list(splitter.feed(b': ping\r\n\r\ndata: {"a":\r\n'))
-    out += list(splitter.feed(b"data: 1}\r\n\r\nevent: x\ndata: [DONE]\n\n"))
-    assert out == [b'{"a":\n1}', b"[DONE]"]

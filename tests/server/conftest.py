@@ -3,14 +3,17 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from lorafleet.server.app import create_app
 from lorafleet.server.settings import Settings
-from tests.fake_vllm import MODEL, FakeVLLM
+from tests.fake_vllm import MODEL, FakeVLLM, asgi_app
+from tests.fault_engine import serve_in_thread
 
 SMOL_CONFIG = {
     "model_type": "llama", "hidden_size": 576, "intermediate_size": 1536,
@@ -61,10 +64,32 @@ def settings(tmp_path: Path, base_model_dir: Path, adapter_root: Path) -> Settin
     )
 
 
+@pytest.fixture(params=["httpx", "aiohttp"])
+def engine_client(request: pytest.FixtureRequest) -> str:
+    """Both engine clients under the same tests: httpx through the fake's in-process
+    `MockTransport` (the cheap seam), and aiohttp, what production runs, over a real socket to
+    the same fake. A test about one seam only pins it: `@pytest.mark.parametrize(
+    "engine_client", ["httpx"])`."""
+    return str(request.param)
+
+
+@contextmanager
+def gateway_app(settings: Settings, engine: FakeVLLM, engine_client: str) -> Iterator[FastAPI]:
+    """The gateway in front of `engine`, reached through the engine client named."""
+    if engine_client == "httpx":
+        yield create_app(settings, transport=engine.transport())
+        return
+    with serve_in_thread(asgi_app(engine)) as url:
+        real = settings.model_copy(update={"engine_urls": [url], "engine_http_client": "aiohttp"})
+        yield create_app(real)
+
+
 @pytest.fixture
-def client(settings: Settings, engine: FakeVLLM) -> Iterator[TestClient]:
-    app = create_app(settings, transport=engine.transport())
-    with TestClient(app, raise_server_exceptions=False) as test_client:
+def client(settings: Settings, engine: FakeVLLM, engine_client: str) -> Iterator[TestClient]:
+    with (
+        gateway_app(settings, engine, engine_client) as app,
+        TestClient(app, raise_server_exceptions=False) as test_client,
+    ):
         wait_ready(test_client)
         yield test_client
 

@@ -3,41 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from lorafleet.server.app import create_app
-from lorafleet.server.settings import Settings
-from tests.fake_vllm import MODEL, FakeVLLM, asgi_app
-from tests.fault_engine import serve_in_thread
+from tests.fake_vllm import MODEL, FakeVLLM
 from tests.server.conftest import wait_ready
 
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "What is the capital of France?"}]}
-
-
-@pytest.fixture(params=["httpx", "aiohttp"])
-def engine_client(request: pytest.FixtureRequest) -> str:
-    """Both engine clients: httpx through the in-process transport, and aiohttp (what
-    production runs) over a real socket to the same fake engine."""
-    return str(request.param)
-
-
-@pytest.fixture
-def client(settings: Settings, engine: FakeVLLM, engine_client: str) -> Iterator[TestClient]:
-    if engine_client == "httpx":
-        app = create_app(settings, transport=engine.transport())
-        with TestClient(app, raise_server_exceptions=False) as test_client:
-            wait_ready(test_client)
-            yield test_client
-        return
-    with serve_in_thread(asgi_app(engine)) as url:
-        real = settings.model_copy(update={"engine_urls": [url], "engine_http_client": "aiohttp"})
-        with TestClient(create_app(real), raise_server_exceptions=False) as test_client:
-            wait_ready(test_client)
-            yield test_client
 
 
 def sse_events(text: str) -> list[str]:
@@ -124,6 +99,21 @@ def test_stream_events_are_relayed_one_by_one(client: TestClient, engine: FakeVL
     # Each engine event arrives as its own chunk: nothing is buffered or coalesced.
     assert len(pieces) >= len(engine.tokens) + 1
     assert all(piece.endswith(b"\n\n") for piece in pieces)
+
+
+@pytest.mark.parametrize("line_end", [b"\r\n", b"\r"])
+def test_events_with_other_line_ends_cut_anywhere_are_relayed_whole(
+    client: TestClient, engine: FakeVLLM, line_end: bytes
+) -> None:
+    engine.line_end, engine.piece_bytes = line_end, 7  # CR and LF of one line end apart, too
+    body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+    response = client.post("/v1/chat/completions", json=body)
+    events = sse_events(response.text)
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(event) for event in events[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text == "The capital is Paris."
+    assert chunks[-1]["usage"]["completion_tokens"] == 5  # the usage chunk was found
 
 
 def test_unknown_model_is_404_and_never_a_path(client: TestClient, engine: FakeVLLM) -> None:
@@ -259,7 +249,6 @@ def test_error_mid_stream_is_a_final_sse_event(client: TestClient, engine: FakeV
 
 
 def test_ready_waits_for_the_engine(settings: Any) -> None:
-    from lorafleet.server.app import create_app
 
     engine = FakeVLLM(healthy=False)
     with TestClient(create_app(settings, transport=engine.transport())) as client:
@@ -289,8 +278,6 @@ def test_openapi_schema_states_the_caps(client: TestClient) -> None:
 
 
 def test_engines_found_through_service_discovery(settings: Any, engine: FakeVLLM) -> None:
-    from lorafleet.server.app import create_app
-    from tests.server.conftest import wait_ready
 
     discovered = settings.model_copy(
         update={

@@ -118,3 +118,27 @@ def test_adapter_affinity(
     metrics = client.get("/metrics").text
     assert 'lorafleet:routing_decisions_total{outcome="cold"} 1.0' in metrics
     assert 'lorafleet:routing_decisions_total{outcome="warm"} 7.0' in metrics
+
+
+def test_the_context_check_counts_on_the_replica_that_answers(
+    client: TestClient, fleet: dict[str, FakeVLLM], adapter_root: Any, base_model_dir: Any
+) -> None:
+    """The replica is chosen once: the token count for the context check runs where the
+    request then goes (the one holding the adapter), not on a second, separate pick."""
+    from lorafleet.adapters.base_models import model_info
+    from tests.adapter_factory import make_lora_dir
+
+    path = make_lora_dir(adapter_root / "sticky", model_info(base_model_dir), layers=range(1))
+    assert (
+        client.post("/v1/adapters", json={"name": "sticky", "source": str(path)}).status_code == 201
+    )
+    assert client.post("/v1/chat/completions", json={**CHAT, "model": "sticky"}).status_code == 200
+    holder = next(engine for engine in fleet.values() if engine.loads)
+    # Near the 2048-token window: the gateway counts the prompt before sending it.
+    long = {"role": "user", "content": "word " * 60}
+    near = {**CHAT, "model": "sticky", "messages": [long], "max_tokens": 1950}
+    assert client.post("/v1/chat/completions", json=near).status_code == 200
+    assert [engine.tokenized for engine in fleet.values()] == [
+        1 if engine is holder else 0 for engine in fleet.values()
+    ]
+    assert len(holder.requests) == 2

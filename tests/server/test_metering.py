@@ -1,5 +1,6 @@
 """Metering a client cannot dodge: aborted streams, worst-case reservations, order of checks,
-budgets smaller than the context window, usage beyond a reservation (auth on, fake engine)."""
+budgets smaller than the context window, usage beyond a reservation (auth on, fake engine, both
+engine clients: a hang-up is seen by the production aiohttp client over a real socket too)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from lorafleet.server.app import create_app
 from lorafleet.server.settings import Settings
 from tests.fake_vllm import MODEL, FakeVLLM
 from tests.fault_engine import serve_in_thread
-from tests.server.conftest import wait_ready
+from tests.server.conftest import gateway_app, wait_ready
 
 ADMIN = {"Authorization": "Bearer admin-key-0123456789abcdef"}
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
@@ -33,8 +33,11 @@ def secured(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def client(secured: Settings, engine: FakeVLLM) -> Iterator[TestClient]:
-    with TestClient(create_app(secured, transport=engine.transport())) as test_client:
+def client(secured: Settings, engine: FakeVLLM, engine_client: str) -> Iterator[TestClient]:
+    with (
+        gateway_app(secured, engine, engine_client) as app,
+        TestClient(app) as test_client,
+    ):
         wait_ready(test_client)
         yield test_client
 
@@ -53,11 +56,14 @@ def usage_of(client: Any) -> dict[str, int]:
     }  # fmt: skip
 
 
-def test_aborted_streams_are_billed(secured: Settings, engine: FakeVLLM) -> None:
+def test_aborted_streams_are_billed(
+    secured: Settings, engine: FakeVLLM, engine_client: str
+) -> None:
     engine.tokens = [f" t{i}" for i in range(40)]
     engine.event_gap_s = 0.05
     with (
-        serve_in_thread(create_app(secured, transport=engine.transport())) as url,
+        gateway_app(secured, engine, engine_client) as app,
+        serve_in_thread(app) as url,
         httpx.Client(base_url=url, timeout=10) as http,
     ):
         wait_ready(http)  # type: ignore[arg-type]
@@ -140,10 +146,11 @@ def test_usage_beyond_the_reservation_is_charged_to_the_tpm_bucket(
 
 
 def test_a_client_gone_before_the_stream_starts_leaks_no_reservation(
-    secured: Settings, engine: FakeVLLM
+    secured: Settings, engine: FakeVLLM, engine_client: str
 ) -> None:
     with (
-        serve_in_thread(create_app(secured, transport=engine.transport())) as url,
+        gateway_app(secured, engine, engine_client) as app,
+        serve_in_thread(app) as url,
         httpx.Client(base_url=url, timeout=10) as http,
     ):
         wait_ready(http)  # type: ignore[arg-type]
