@@ -3,7 +3,8 @@
 A child interpreter refuses to import torch, transformers, vLLM, PEFT, TRL, datasets and
 accelerate, then runs `lorafleet serve --help` and a cluster-mode gateway (engine URL, fake
 engine, the default base model with an empty cache) through registration, an adapter request
-and a streamed base request.
+and a streamed base request. The child needs no pytest: it runs the same in a venv built from
+requirements/gateway.lock (docs/design/lean-gateway.md).
 """
 
 from __future__ import annotations
@@ -39,25 +40,30 @@ try:
 except SystemExit as exc:
     assert exc.code == 0, exc.code
 
+import time
+
 from fastapi.testclient import TestClient
 
+from lorafleet.adapters.base_models import fetch_model_config, model_info
 from lorafleet.server.app import create_app
 from lorafleet.server.settings import Settings
 from tests.adapter_factory import make_lora_dir
-from tests.adapters.conftest import SMOL
 from tests.fake_vllm import MODEL, FakeVLLM
-from tests.server.conftest import wait_ready
 
-roots = tmp / "adapters"
-adapter = make_lora_dir(roots / "court", SMOL, layers=range(2))
 # The default base model, never built here: validation needs its config.json alone.
+roots = tmp / "adapters"
+base = model_info(fetch_model_config(None, tmp / "cache"))
+adapter = make_lora_dir(roots / "court", base, layers=range(2))
 settings = Settings(
     engine_urls=["http://engine-0:8000"], served_model_name=MODEL, cache_dir=tmp / "cache",
     adapter_roots=[roots], health_interval_s=0.05,
 )
 engine = FakeVLLM()
 with TestClient(create_app(settings, transport=engine.transport())) as client:
-    wait_ready(client)
+    deadline = time.monotonic() + 30
+    while client.get("/ready").status_code != 200:
+        assert time.monotonic() < deadline, "gateway never became ready"
+        time.sleep(0.01)
     added = client.post("/v1/adapters", json={"name": "court", "source": str(adapter)})
     assert added.status_code in (200, 201), added.text
     chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
