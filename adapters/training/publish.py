@@ -125,6 +125,8 @@ def _post(
 ) -> httpx.Response:
     try:
         response = http.post(endpoint, json=body, headers=headers)
+    except httpx.UnsupportedProtocol as exc:  # a mistyped URL: no retry will fix it
+        raise PublishError(f"cannot reach the gateway at {endpoint}: {exc}") from exc
     except httpx.TransportError as exc:
         raise _TransientError(f"cannot reach the gateway at {endpoint}: {exc}") from exc
     except httpx.HTTPError as exc:

@@ -171,3 +171,11 @@ def test_a_closed_port_is_retried_then_given_up_on(tmp_path: Path, waits: list[f
         )
     assert waits == [0.01, 0.02, 0.04]
     assert "gave up after 4 attempts" in str(info.value)
+
+
+def test_a_mistyped_url_is_not_retried(tmp_path: Path, waits: list[float]) -> None:
+    with pytest.raises(PublishError, match="cannot reach the gateway at ftp://gw/v1/adapters"):
+        publish_adapter(
+            "ftp://gw", name="a", source=tmp_path, base_model="b", retry=FAST, sleep=waits.append
+        )
+    assert waits == []
