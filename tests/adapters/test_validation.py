@@ -63,6 +63,21 @@ def test_bad_adapters_are_refused(tmp_path: Path, smol: ModelInfo, mutate: Any, 
     assert info.value.code == code
 
 
+def _truncate(path: Path, drop: int) -> None:
+    weights = path / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-drop])
+
+
+@pytest.mark.parametrize("drop", [4, 1000])
+def test_truncated_weights_are_refused(tmp_path: Path, smol: ModelInfo, drop: int) -> None:
+    """A download or copy cut short: the header is intact, the tensor data is not."""
+    path = make_lora_dir(tmp_path / "a", smol, layers=range(2))
+    _truncate(path, drop)
+    with pytest.raises(AdapterValidationError, match="not a safetensors file") as info:
+        validate_adapter_dir(path, base=smol, max_rank=16)
+    assert info.value.code == "bad_weights"
+
+
 def test_rank_over_the_engine_limit(tmp_path: Path, smol: ModelInfo) -> None:
     path = make_lora_dir(tmp_path / "a", smol, rank=32, layers=range(1))
     with pytest.raises(AdapterValidationError) as info:

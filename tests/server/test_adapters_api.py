@@ -178,6 +178,9 @@ def test_bad_adapters_change_nothing(
     saves = make_adapter("saves", config_overrides={"modules_to_save": ["lm_head"]})
     unknown = make_adapter("unknown", config_overrides={"target_modules": ["q_proj", "nope"]})
     other_base = make_adapter("other", base_model_name_or_path="meta-llama/Llama-3.1-8B")
+    truncated = make_adapter("truncated")
+    weights = truncated / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-16])  # a copy cut short: header intact, data not
     cases = [
         ("good", str(elsewhere), 403, "path_not_allowed"),
         ("good", str(adapter_root / "escape"), 403, "path_not_allowed"),
@@ -188,6 +191,7 @@ def test_bad_adapters_change_nothing(
         ("good", str(saves), 400, "modules_to_save"),
         ("good", str(unknown), 400, "unknown_target_module"),
         ("good", str(other_base), 400, "base_model_mismatch"),
+        ("good", str(truncated), 400, "bad_weights"),
         ("good", "ftp://x/y", 400, "invalid_source"),
         ("../etc", str(make_adapter("n")), 400, "invalid_name"),
         (MODEL, str(make_adapter("m")), 400, "invalid_name"),

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
+from safetensors.numpy import save_file
 
 from lorafleet.adapters.manifest import (
     MANIFEST_NAME,
@@ -94,8 +95,7 @@ def test_unreadable(tmp_path: Path) -> None:
 def _fake_model(path: Path, shape: list[int]) -> Path:
     path.mkdir()
     (path / "config.json").write_text('{"model_type": "llama"}')
-    header = json.dumps({"w": {"dtype": "F32", "shape": shape, "data_offsets": [0, 0]}}).encode()
-    (path / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
+    save_file({"w": np.zeros(shape, np.float32)}, str(path / "model.safetensors"))
     return path
 
 
@@ -104,3 +104,11 @@ def test_fingerprint_follows_config_and_tensor_index(tmp_path: Path) -> None:
     assert a == model_fingerprint(_fake_model(tmp_path / "a2", [2, 2]))
     assert a != model_fingerprint(_fake_model(tmp_path / "b", [2, 3]))
     assert a.startswith("sha256:")
+
+
+def test_fingerprint_refuses_a_truncated_weight_file(tmp_path: Path) -> None:
+    model = _fake_model(tmp_path / "a", [4, 4])
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8])
+    with pytest.raises(ManifestError, match=r"model\.safetensors is not a safetensors file"):
+        model_fingerprint(model)
