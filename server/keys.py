@@ -156,7 +156,7 @@ class KeyStore:
                 raise ConflictError(
                     f"tenant {tenant!r} is not granted {', '.join(missing)}, and creating a key "
                     "never widens what the tenant's other keys reach: grant it first "
-                    f"(POST /v1/tenants/{tenant}/grants, or `lorafleet keys grant`)",
+                    f"(POST /v1/keys/tenants/{tenant}/grants, or `lorafleet keys grant`)",
                     param="adapters",
                     code="grant_required",
                 )

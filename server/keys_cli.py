@@ -58,7 +58,7 @@ def _request(args: argparse.Namespace, method: str, path: str, body: Any = None)
 
 
 def _grants_path(tenant: str) -> str:
-    return f"/v1/tenants/{quote(tenant, safe='')}/grants"
+    return f"/v1/keys/tenants/{quote(tenant, safe='')}/grants"
 
 
 def _create(args: argparse.Namespace) -> int:

@@ -3,9 +3,9 @@
 POST   /v1/keys                              {"tenant", "adapters"?, "rpm"?, ...} -> 201, key once
 GET    /v1/keys                              every key, never the secrets
 DELETE /v1/keys/{key_id}                     revoke a key
-GET    /v1/tenants/{tenant}/grants           the adapters every key of the tenant reaches
-POST   /v1/tenants/{tenant}/grants           {"adapters": [...]} grant them (to all its keys)
-DELETE /v1/tenants/{tenant}/grants/{adapter} revoke one grant
+GET    /v1/keys/tenants/{tenant}/grants           the adapters every key of the tenant reaches
+POST   /v1/keys/tenants/{tenant}/grants           {"adapters": [...]} grant them (to all its keys)
+DELETE /v1/keys/tenants/{tenant}/grants/{adapter} revoke one grant
 
 Grants belong to the tenant (docs/design/tenancy.md): a key's `adapters` can give a tenant's
 first key its grants, but never widen an existing tenant's (409 `grant_required`).
@@ -42,7 +42,7 @@ router = APIRouter(
 )
 grants_router = APIRouter(
     route_class=StrictJSONRoute,
-    prefix="/v1/tenants/{tenant}/grants",
+    prefix="/v1/keys/tenants/{tenant}/grants",
     tags=["keys"],
     dependencies=[Depends(require_admin)],
 )

@@ -74,41 +74,45 @@ def test_creating_a_key_does_not_widen_what_other_keys_reach(client: TestClient)
 
 def test_grants_are_given_and_revoked_over_the_api(client: TestClient) -> None:
     key = new_key(client, "acme", ["alpha"])
-    granted = client.post("/v1/tenants/acme/grants", json={"adapters": ["beta"]}, headers=admin())
+    granted = client.post(
+        "/v1/keys/tenants/acme/grants", json={"adapters": ["beta"]}, headers=admin()
+    )
     assert granted.status_code == 200, granted.text
     assert granted.json() == {"tenant": "acme", "adapters": ["alpha", "beta"]}
     assert chat(client, "beta", bearer(key["key"])).status_code == 200
 
-    revoked = client.delete("/v1/tenants/acme/grants/beta", headers=admin())
+    revoked = client.delete("/v1/keys/tenants/acme/grants/beta", headers=admin())
     assert revoked.status_code == 200, revoked.text
     assert revoked.json() == {"tenant": "acme", "adapter": "beta", "revoked": True}
     assert chat(client, "beta", bearer(key["key"])).status_code == 404
     assert chat(client, "alpha", bearer(key["key"])).status_code == 200
-    listed = client.get("/v1/tenants/acme/grants", headers=admin())
+    listed = client.get("/v1/keys/tenants/acme/grants", headers=admin())
     assert listed.json() == {"tenant": "acme", "adapters": ["alpha"]}
     keys = client.get("/v1/keys", headers=admin()).json()["data"]
     assert [k["adapters"] for k in keys] == [["alpha"]]
 
-    again = client.delete("/v1/tenants/acme/grants/beta", headers=admin())
+    again = client.delete("/v1/keys/tenants/acme/grants/beta", headers=admin())
     assert again.status_code == 404
     assert again.json()["error"]["code"] == "grant_not_found"
 
 
 def test_grant_routes_are_the_admins_and_refuse_bad_names(client: TestClient) -> None:
     tenant = bearer(new_key(client, "acme", ["alpha"])["key"])
-    assert client.get("/v1/tenants/acme/grants", headers=tenant).status_code == 403
-    assert client.delete("/v1/tenants/acme/grants/alpha", headers=tenant).status_code == 403
-    assert client.post("/v1/tenants/acme/grants", json={"adapters": ["beta"]}).status_code == 401
+    assert client.get("/v1/keys/tenants/acme/grants", headers=tenant).status_code == 403
+    assert client.delete("/v1/keys/tenants/acme/grants/alpha", headers=tenant).status_code == 403
+    assert (
+        client.post("/v1/keys/tenants/acme/grants", json={"adapters": ["beta"]}).status_code == 401
+    )
     for path, body in [
-        ("/v1/tenants/ac%20me/grants", {"adapters": ["beta"]}),
-        ("/v1/tenants/acme/grants", {"adapters": ["be/ta"]}),
-        ("/v1/tenants/acme/grants", {"adapters": []}),
-        ("/v1/tenants/acme/grants", {"adapters": "beta"}),
+        ("/v1/keys/tenants/ac%20me/grants", {"adapters": ["beta"]}),
+        ("/v1/keys/tenants/acme/grants", {"adapters": ["be/ta"]}),
+        ("/v1/keys/tenants/acme/grants", {"adapters": []}),
+        ("/v1/keys/tenants/acme/grants", {"adapters": "beta"}),
     ]:
         response = client.post(path, json=body, headers=admin())
         assert response.status_code == 400, (path, body, response.text)
         assert response.json()["error"]["type"] == "invalid_request_error"
-    for path in ["/v1/tenants/acme/grants/a%00b", "/v1/tenants/a%00b/grants/alpha"]:
+    for path in ["/v1/keys/tenants/acme/grants/a%00b", "/v1/keys/tenants/a%00b/grants/alpha"]:
         response = client.delete(path, headers=admin())
         assert response.status_code == 404, (path, response.text)
         assert response.json()["error"]["code"] == "grant_not_found"

@@ -45,7 +45,7 @@ def test_a_grant_revoked_on_one_replica_is_refused_on_the_other(
     key = new_key(one, "acme", ["alpha", "beta"])
     poll_until(lambda: chat(two, "beta", bearer(key["key"])).status_code == 200)
 
-    assert one.delete("/v1/tenants/acme/grants/beta", headers=admin()).status_code == 200
+    assert one.delete("/v1/keys/tenants/acme/grants/beta", headers=admin()).status_code == 200
     took = poll_until(lambda: chat(two, "beta", bearer(key["key"])).status_code == 404)
     print(f"\n[grant revocation refused by the other replica after {took:.2f}s, poll {POLL_S}s]")
     assert took < 5 * POLL_S + 1.0  # one poll, plus a loaded CI machine's slack
@@ -69,7 +69,7 @@ def test_a_revocation_survives_a_failed_refresh_on_the_other_replica(
 
     store.load = fails_once
     with caplog.at_level(logging.WARNING):
-        assert one.delete("/v1/tenants/acme/grants/alpha", headers=admin()).status_code == 200
+        assert one.delete("/v1/keys/tenants/acme/grants/alpha", headers=admin()).status_code == 200
         took = poll_until(lambda: chat(two, "alpha", bearer(key["key"])).status_code == 404)
     print(f"\n[revocation honoured after one failed refresh in {took:.2f}s, poll {POLL_S}s]")
     assert failures == ["injected"]
