@@ -213,7 +213,7 @@ class KeyStore:
             return int(value.scalar_one())
 
     def load(self) -> KeySnapshot:
-        with self.database.begin() as conn:  # one consistent view (SQLite: the write lock)
+        with self.database.read() as conn:  # read first: a row newer than it reloads again
             generation = conn.execute(
                 sa.text("SELECT generation FROM key_state WHERE id = 1")
             ).scalar_one()
