@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from lorafleet.adapters import smoke
+from lorafleet.admin_client import admin_request
 
 
 def add_parser(subparsers: Any) -> None:
@@ -35,7 +36,6 @@ def add_parser(subparsers: Any) -> None:
     fetch.set_defaults(func=fetch_main)
     smoke.add_parser(model_sub)
     add_adapters_parser(subparsers)
-    add_keys_parser(subparsers)
 
 
 def fetch_main(args: argparse.Namespace) -> int:
@@ -79,26 +79,7 @@ def add_adapters_parser(subparsers: Any) -> None:
 
 
 def _request(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
-    import os
-
-    import httpx
-
-    url = (args.url or os.environ.get("LORAFLEET_URL") or "http://127.0.0.1:8000").rstrip("/")
-    headers = {}
-    if key := os.environ.get("LORAFLEET_ADMIN_KEY"):
-        headers["Authorization"] = f"Bearer {key}"
-    try:
-        response = httpx.request(method, url + path, json=body, headers=headers, timeout=300)
-    except httpx.HTTPError as exc:
-        raise SystemExit(f"lorafleet adapters: cannot reach {url}: {exc}") from exc
-    if response.status_code >= 400:
-        try:
-            error = response.json()["error"]
-            message = f"{error['message']} ({error.get('code')})"
-        except (ValueError, KeyError, TypeError):
-            message = response.text
-        raise SystemExit(f"lorafleet adapters: {response.status_code}: {message}")
-    return response.json()
+    return admin_request("lorafleet adapters", args.url, method, path, body)
 
 
 def _add(args: argparse.Namespace) -> int:
@@ -141,53 +122,4 @@ def _rollback(args: argparse.Namespace) -> int:
         args, "POST", f"/v1/adapters/{args.name}/rollback", {"version": args.version}
     )
     print(f"{args.name} now points at version {adapter['current_version']}")
-    return 0
-
-
-# --- lorafleet keys create|ls|revoke ------------------------------------------------------------
-
-
-def add_keys_parser(subparsers: Any) -> None:
-    keys = subparsers.add_parser("keys", help="manage tenant API keys on a running gateway")
-    keys.add_argument("--url", default=None, help="gateway URL (default $LORAFLEET_URL)")
-    actions = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
-    create = actions.add_parser("create", help="create a key (printed once)")
-    create.add_argument("--tenant", required=True)
-    create.add_argument("--adapters", default="", help="comma-separated adapter grants")
-    create.add_argument("--rpm", type=int)
-    create.add_argument("--tpm", type=int)
-    create.add_argument("--budget-tokens", type=int)
-    create.set_defaults(func=_keys_create)
-    actions.add_parser("ls", help="list keys (never the secrets)").set_defaults(func=_keys_ls)
-    revoke = actions.add_parser("revoke", help="revoke a key by its id")
-    revoke.add_argument("key_id")
-    revoke.set_defaults(func=_keys_revoke)
-
-
-def _keys_create(args: argparse.Namespace) -> int:
-    body = {
-        "tenant": args.tenant,
-        "adapters": [a for a in args.adapters.split(",") if a],
-        "rpm": args.rpm,
-        "tpm": args.tpm,
-        "budget_tokens": args.budget_tokens,
-    }
-    created = _request(args, "POST", "/v1/keys", body)
-    print(
-        f"key id {created['key_id']} for tenant {created['tenant']} (shown once):", file=sys.stderr
-    )
-    print(created["key"])
-    return 0
-
-
-def _keys_ls(args: argparse.Namespace) -> int:
-    for key in _request(args, "GET", "/v1/keys")["data"]:
-        state = "revoked" if key["revoked"] else "active"
-        print(f"{key['key_id']}  {key['tenant']:<20} {state:<8} {','.join(key['adapters']) or '-'}")
-    return 0
-
-
-def _keys_revoke(args: argparse.Namespace) -> int:
-    _request(args, "DELETE", f"/v1/keys/{args.key_id}")
-    print(f"revoked {args.key_id}")
     return 0

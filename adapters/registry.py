@@ -6,8 +6,8 @@
     registry_state    one row: `generation`, bumped by every write, so gateway replicas sharing
                       a PostgreSQL registry notice changes with one cheap query
 
-SQLite (a file, the embedded default) and PostgreSQL (`postgresql+psycopg://...`) through
-SQLAlchemy Core; the schema is created and upgraded by numbered migrations (`migrate()`).
+These tables are the registry's alone: it declares their migrations (`MIGRATIONS`), which the
+shared runner in `lorafleet.db` applies, and no other module writes them.
 Every write is one transaction: a failed registration leaves the registry exactly as it was.
 This module is synchronous; the gateway calls it from a worker thread.
 """
@@ -16,75 +16,48 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 from lorafleet.adapters.validation import AdapterFacts
+from lorafleet.db import Database, Migration
 
-# Each migration is a list of statements, portable between SQLite and PostgreSQL.
-MIGRATIONS: list[list[str]] = [
-    [
-        """CREATE TABLE adapters (
-            name TEXT PRIMARY KEY,
-            current_version INTEGER,
-            created_at DOUBLE PRECISION NOT NULL,
-            updated_at DOUBLE PRECISION NOT NULL
-        )""",
-        """CREATE TABLE adapter_versions (
-            name TEXT NOT NULL REFERENCES adapters(name),
-            version INTEGER NOT NULL,
-            source TEXT NOT NULL,
-            path TEXT NOT NULL,
-            sha256 TEXT NOT NULL,
-            base_model TEXT NOT NULL,
-            rank INTEGER NOT NULL,
-            alpha DOUBLE PRECISION NOT NULL,
-            target_modules TEXT NOT NULL,
-            size_bytes BIGINT NOT NULL,
-            manifest TEXT,
-            state TEXT NOT NULL,
-            created_at DOUBLE PRECISION NOT NULL,
-            PRIMARY KEY (name, version)
-        )""",
-        "CREATE TABLE registry_state (id INTEGER PRIMARY KEY, generation BIGINT NOT NULL)",
-        "INSERT INTO registry_state (id, generation) VALUES (1, 0)",
-    ],
-    [  # API keys and tenants' adapter grants (server/keys.py); writes bump the generation too
-        """CREATE TABLE api_keys (
-            key_id TEXT PRIMARY KEY,
-            key_hash TEXT NOT NULL,
-            tenant TEXT NOT NULL,
-            rpm INTEGER,
-            tpm INTEGER,
-            budget_tokens BIGINT,
-            created_at DOUBLE PRECISION NOT NULL,
-            revoked_at DOUBLE PRECISION
-        )""",
-        """CREATE TABLE tenant_grants (
-            tenant TEXT NOT NULL,
-            adapter TEXT NOT NULL,
-            PRIMARY KEY (tenant, adapter)
-        )""",
-    ],
-    [  # metered usage per day, tenant, key and model (server/usage.py)
-        """CREATE TABLE usage (
-            day TEXT NOT NULL,
-            tenant TEXT NOT NULL,
-            key_id TEXT NOT NULL,
-            model TEXT NOT NULL,
-            requests BIGINT NOT NULL,
-            prompt_tokens BIGINT NOT NULL,
-            completion_tokens BIGINT NOT NULL,
-            PRIMARY KEY (day, tenant, key_id, model)
-        )""",
-    ],
-]
+# The registry's tables (lorafleet.db runs the migrations; numbers are unique across stores).
+MIGRATIONS = (
+    Migration(
+        1,
+        __name__,
+        (
+            """CREATE TABLE adapters (
+                name TEXT PRIMARY KEY,
+                current_version INTEGER,
+                created_at DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL
+            )""",
+            """CREATE TABLE adapter_versions (
+                name TEXT NOT NULL REFERENCES adapters(name),
+                version INTEGER NOT NULL,
+                source TEXT NOT NULL,
+                path TEXT NOT NULL,
+                sha256 TEXT NOT NULL,
+                base_model TEXT NOT NULL,
+                rank INTEGER NOT NULL,
+                alpha DOUBLE PRECISION NOT NULL,
+                target_modules TEXT NOT NULL,
+                size_bytes BIGINT NOT NULL,
+                manifest TEXT,
+                state TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (name, version)
+            )""",
+            "CREATE TABLE registry_state (id INTEGER PRIMARY KEY, generation BIGINT NOT NULL)",
+            "INSERT INTO registry_state (id, generation) VALUES (1, 0)",
+        ),
+    ),
+)
 
 REGISTERED = "registered"
 REMOVED = "removed"
@@ -166,39 +139,11 @@ class Snapshot:
 
 
 class AdapterRegistry:
-    def __init__(self, database_url: str) -> None:
-        self.database_url = database_url
-        self._engine: Engine = _make_engine(database_url)
+    """The registry's reads and writes, on a `Database` it shares with the other stores (run
+    `database.migrate(MIGRATIONS)` first; the gateway migrates every store at start-up)."""
 
-    def close(self) -> None:
-        self._engine.dispose()
-
-    # --- schema ------------------------------------------------------------------------------
-    def migrate(self) -> int:
-        """Apply pending migrations; returns the schema version. Safe to run concurrently."""
-        with self._begin() as conn:
-            conn.execute(
-                sa.text(
-                    "CREATE TABLE IF NOT EXISTS schema_migrations "
-                    "(version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
-                )
-            )
-        for number, statements in enumerate(MIGRATIONS, start=1):
-            with self._begin() as conn:
-                if conn.dialect.name == "postgresql":  # one migrator at a time across replicas
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(7001)"))
-                done = conn.execute(
-                    sa.text("SELECT 1 FROM schema_migrations WHERE version = :v"), {"v": number}
-                ).first()
-                if done:
-                    continue
-                for statement in statements:
-                    conn.execute(sa.text(statement))
-                conn.execute(
-                    sa.text("INSERT INTO schema_migrations VALUES (:v, :t)"),
-                    {"v": number, "t": time.time()},
-                )
-        return len(MIGRATIONS)
+    def __init__(self, database: Database) -> None:
+        self.database = database
 
     # --- writes ------------------------------------------------------------------------------
     def register(
@@ -214,7 +159,7 @@ class AdapterRegistry:
         """Add a new version of `name` and point the alias at it, atomically. Registering the
         content the alias already points to adds nothing and returns the current version."""
         now = time.time()
-        with self._begin() as conn:
+        with self.database.begin() as conn:
             conn.execute(
                 sa.text(
                     "INSERT INTO adapters (name, current_version, created_at, updated_at) "
@@ -265,7 +210,7 @@ class AdapterRegistry:
     def rollback(self, name: str, version: int | None = None) -> Adapter:
         """Point the alias at `version`, or at the newest registered version before the
         current one."""
-        with self._begin() as conn:
+        with self.database.begin() as conn:
             adapter = self._require(conn, name)
             live = [v.version for v in adapter.versions if v.state == REGISTERED]
             if version is None:
@@ -285,7 +230,7 @@ class AdapterRegistry:
     def remove(self, name: str, version: int | None = None) -> Adapter:
         """Remove one version, or every version (the name then resolves to nothing). Removing
         the alias's version moves the alias to the newest remaining version."""
-        with self._begin() as conn:
+        with self.database.begin() as conn:
             adapter = self._require(conn, name)
             targets = [
                 v.version
@@ -316,19 +261,19 @@ class AdapterRegistry:
 
     # --- reads -------------------------------------------------------------------------------
     def get(self, name: str) -> Adapter:
-        with self._engine.connect() as conn:
+        with self.database.read() as conn:
             return self._require(conn, name)
 
     def list(self) -> list[Adapter]:
         return list(self.snapshot().adapters.values())
 
     def generation(self) -> int:
-        with self._engine.connect() as conn:
+        with self.database.read() as conn:
             value = conn.execute(sa.text("SELECT generation FROM registry_state WHERE id = 1"))
             return int(value.scalar_one())
 
     def snapshot(self) -> Snapshot:
-        with self._begin() as conn:
+        with self.database.begin() as conn:
             generation = conn.execute(
                 sa.text("SELECT generation FROM registry_state WHERE id = 1")
             ).scalar_one()
@@ -345,13 +290,6 @@ class AdapterRegistry:
         return Snapshot(int(generation), dict(sorted(adapters.items())))
 
     # --- internals ---------------------------------------------------------------------------
-    @contextmanager
-    def _begin(self) -> Iterator[Connection]:
-        """A write transaction (on SQLite it takes the write lock up front: a read-then-write
-        transaction that found another writer's commit at its first write would fail)."""
-        with self._engine.connect() as conn, conn.execution_options(lorafleet_write=True).begin():
-            yield conn
-
     def _require(self, conn: Connection, name: str) -> Adapter:
         adapter = self._load(conn, name)
         if adapter is None or not adapter.versions:
@@ -376,17 +314,10 @@ class AdapterRegistry:
         )
         self._bump(conn)
 
-    @property
-    def engine(self) -> Engine:
-        """The SQLAlchemy engine, for other stores sharing this database (API keys)."""
-        return self._engine
-
     @staticmethod
-    def bump(conn: Connection) -> None:
+    def _bump(conn: Connection) -> None:
         """Mark a change every gateway replica should pick up (see `generation`)."""
         conn.execute(sa.text("UPDATE registry_state SET generation = generation + 1 WHERE id = 1"))
-
-    _bump = bump
 
 
 def _version(row: Any) -> AdapterVersion:
@@ -405,32 +336,3 @@ def _version(row: Any) -> AdapterVersion:
         created_at=float(row["created_at"]),
         manifest=json.loads(row["manifest"]) if row["manifest"] else None,
     )
-
-
-def _make_engine(database_url: str) -> Engine:
-    if database_url.startswith("postgresql://"):
-        database_url = "postgresql+psycopg://" + database_url.removeprefix("postgresql://")
-    if database_url.startswith("sqlite"):
-        database = sa.engine.make_url(database_url).database
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(database_url, connect_args={"timeout": 30})
-
-        @sa.event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
-            cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
-            # Python's sqlite3 opens a transaction only before INSERT/UPDATE/DELETE: DDL and
-            # the reads before a write ran outside it, so a failed migration left half its
-            # tables behind. SQLAlchemy emits BEGIN itself instead (its documented recipe).
-            dbapi_conn.isolation_level = None
-
-        @sa.event.listens_for(engine, "begin")
-        def _sqlite_begin(conn: Connection) -> None:
-            write = conn.get_execution_options().get("lorafleet_write", False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
-
-        return engine
-    return sa.create_engine(database_url, pool_pre_ping=True, pool_size=5, max_overflow=5)

@@ -18,6 +18,7 @@ from lorafleet import __version__
 COMMAND_MODULES = (
     "lorafleet.server.cli",
     "lorafleet.adapters.cli",
+    "lorafleet.server.keys_cli",
     "lorafleet.adapters.training.cli",
     "lorafleet.benchmarks.cli",
 )

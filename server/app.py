@@ -22,10 +22,14 @@ import redis.asyncio
 from fastapi import FastAPI
 
 from lorafleet import __version__
+from lorafleet.adapters import registry as registry_store
 from lorafleet.adapters.guard import write_guard_adapter
 from lorafleet.adapters.registration import register_adapter
 from lorafleet.adapters.registry import AdapterRegistry
 from lorafleet.adapters.sources import clean_store_temporaries
+from lorafleet.db import Database
+from lorafleet.server import keys as key_store
+from lorafleet.server import usage as usage_store
 from lorafleet.server.announce import announce_ready
 from lorafleet.server.deps import Gateway, Lifecycle
 from lorafleet.server.engine.http import HttpClient, Timeouts, make_client
@@ -56,6 +60,9 @@ from lorafleet.server.usage import UsageMeter
 from lorafleet.vllm_plugins import cpu_lora_ops
 
 log = logging.getLogger(__name__)
+
+# Every store sharing the gateway's database, each with its own tables (lorafleet.db).
+STORE_MIGRATIONS = (registry_store.MIGRATIONS, key_store.MIGRATIONS, usage_store.MIGRATIONS)
 
 
 def create_app(
@@ -90,8 +97,9 @@ def create_app(
             for m in models
         }
         metrics = GatewayMetrics(pools, max_adapter_labels=settings.metrics_max_adapter_labels)
-        registry = AdapterRegistry(settings.registry_url)
-        await asyncio.to_thread(registry.migrate)
+        database = Database(settings.registry_url)
+        await asyncio.to_thread(database.migrate, *STORE_MIGRATIONS)
+        registry = AdapterRegistry(database)
         await asyncio.to_thread(clean_store_temporaries, settings.store_dir)
         adapters = AdapterManager(
             registry,
@@ -101,7 +109,7 @@ def create_app(
         )
         resolver = ModelResolver(pools, adapters, created=int(time.time()))
         retry = RetryPolicy(settings.retry_attempts, settings.retry_max_wait_s)
-        meter = UsageMeter(registry)
+        meter = UsageMeter(database)
         limiter, redis_client = _rate_limiter(settings, metrics)
         limiter.load_spent(await asyncio.to_thread(meter.spent_by_key))
         service = InferenceService(
@@ -113,13 +121,13 @@ def create_app(
         model_dirs = supervisor.model_dirs if supervisor else {}
         keys = None
         if settings.admin_key is not None and settings.key_secret is not None:
-            keys = KeyStore(registry, settings.key_secret.get_secret_value())
+            keys = KeyStore(database, settings.key_secret.get_secret_value())
             await keys.refresh()
         gateway = Gateway(
             settings, pools, metrics, service, adapters, model_dirs, app.state.lifecycle, keys
         )
         async with contextlib.AsyncExitStack() as stack:
-            stack.callback(registry.close)
+            stack.callback(database.close)
             stack.callback(tracing.shutdown)  # runs after the rest: flushes the final spans
             stack.push_async_callback(client.aclose)
             if redis_client is not None:
@@ -165,6 +173,7 @@ def create_app(
     app.include_router(openai.router)
     app.include_router(adapter_routes.router)
     app.include_router(key_routes.router)
+    app.include_router(key_routes.grants_router)
     app.include_router(usage_routes.router)
     app.include_router(ops.router)
     # Outermost last: the request id is set before anything else runs.
@@ -237,19 +246,16 @@ async def _register_declared(gateway: Gateway) -> None:
 
 
 async def _watch_registry(gateway: Gateway) -> None:
-    """Follow registry changes (possibly made by another gateway replica) and reconcile every
-    replica when they happen, and every `reconcile_interval_s` regardless."""
+    """Follow key, grant and registry changes (possibly made by another gateway replica), and
+    reconcile every engine replica when adapters change, and every `reconcile_interval_s`."""
     settings = gateway.settings
     last = time.monotonic()
 
     async def poll() -> None:
         nonlocal last
+        if gateway.keys is not None:  # keys and grants have their own generation; a failed
+            await survive("key refresh", gateway.keys.refresh)  # one keeps the last good ones
         changed = await gateway.adapters.refresh()
-        if changed and gateway.keys is not None:
-            try:
-                await gateway.keys.refresh()
-            except Exception as exc:  # database briefly away: keep authenticating from cache
-                log.warning("key refresh failed, using cached keys: %s", exc)
         if changed or time.monotonic() - last >= settings.reconcile_interval_s:
             last = time.monotonic()
             for pool in gateway.pools.values():

@@ -2,7 +2,8 @@
 
 Counts are added up in memory as answers finish and flushed to the `usage` table every few
 seconds (and at shutdown) with an additive upsert, so several gateway replicas can write the
-same rows. Token counts are the engine's own `usage` numbers, i.e. what clients were billed.
+same rows. The `usage` table is this module's alone (it declares its migration; `lorafleet.db`
+runs it). Token counts are the engine's own `usage` numbers, i.e. what clients were billed.
 """
 
 from __future__ import annotations
@@ -15,18 +16,38 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from lorafleet.adapters.registry import AdapterRegistry
+from lorafleet.db import Database, Migration
 from lorafleet.server.loops import survive
 
 log = logging.getLogger(__name__)
+
+# This module's table (lorafleet.db runs the migrations; numbers are unique across stores).
+MIGRATIONS = (
+    Migration(
+        3,
+        __name__,
+        (
+            """CREATE TABLE usage (
+                day TEXT NOT NULL,
+                tenant TEXT NOT NULL,
+                key_id TEXT NOT NULL,
+                model TEXT NOT NULL,
+                requests BIGINT NOT NULL,
+                prompt_tokens BIGINT NOT NULL,
+                completion_tokens BIGINT NOT NULL,
+                PRIMARY KEY (day, tenant, key_id, model)
+            )""",
+        ),
+    ),
+)
 
 UsageKey = tuple[str, str, str, str]  # day, tenant, key id, model
 GROUPS = ("day", "tenant", "key_id", "model")
 
 
 class UsageMeter:
-    def __init__(self, registry: AdapterRegistry) -> None:
-        self._registry = registry
+    def __init__(self, database: Database) -> None:
+        self.database = database
         self._pending: defaultdict[UsageKey, list[int]] = defaultdict(lambda: [0, 0, 0])
 
     def record(self, tenant: str, key_id: str, model: str, prompt: int, completion: int) -> None:
@@ -41,7 +62,7 @@ class UsageMeter:
         if not pending:
             return 0
         try:
-            with self._registry.engine.begin() as conn:
+            with self.database.begin() as conn:
                 for (day, tenant, key_id, model), (requests, prompt, completion) in pending.items():
                     conn.execute(
                         sa.text(
@@ -73,7 +94,7 @@ class UsageMeter:
             await asyncio.to_thread(self.flush)
 
     def spent_by_key(self) -> dict[str, int]:
-        with self._registry.engine.connect() as conn:
+        with self.database.read() as conn:
             rows = conn.execute(
                 sa.text(
                     "SELECT key_id, SUM(prompt_tokens + completion_tokens) FROM usage "
@@ -86,7 +107,7 @@ class UsageMeter:
         columns = [g for g in group_by if g in GROUPS] or ["day"]
         select = ", ".join(columns)
         where = "WHERE day >= :since" if since else ""
-        with self._registry.engine.connect() as conn:
+        with self.database.read() as conn:
             rows = conn.execute(
                 sa.text(
                     f"SELECT {select}, SUM(requests), SUM(prompt_tokens), SUM(completion_tokens) "
