@@ -28,6 +28,7 @@ def test_every_scenario_is_registered() -> None:
         "sweep",
         "cost",
         "fleet",
+        "product",
     }
     for name in SCENARIO_NAMES:
         args = parse(name)
