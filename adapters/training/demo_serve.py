@@ -45,7 +45,7 @@ def serve_command(port: int, models: Sequence[tuple[str, str]]) -> list[str]:
     return command
 
 
-def gateway_env(work: Path, engine_port_base: int) -> dict[str, str]:
+def gateway_env(work: Path, engine_port_base: int, enable_lora: bool = True) -> dict[str, str]:
     state = work / "gateway"
     state.mkdir(parents=True, exist_ok=True)
     return {
@@ -57,17 +57,19 @@ def gateway_env(work: Path, engine_port_base: int) -> dict[str, str]:
         "LORAFLEET_ADAPTER_ROOTS": str(work),
         # 80 documents at c=32 on a shared 2-core CPU: a queued request waits minutes
         "LORAFLEET_FIRST_BYTE_TIMEOUT_S": "1800",
+        "LORAFLEET_ENGINE_ENABLE_LORA": "true" if enable_lora else "false",
     }
 
 
 @contextmanager
 def gateway(
-    work: Path, models: Sequence[tuple[str, str]], timeout_s: float = 900
-) -> Iterator[Gateway]:
+    work: Path, models: Sequence[tuple[str, str]], timeout_s: float = 900,
+    enable_lora: bool = True,
+) -> Iterator[Gateway]:  # fmt: skip
     """`lorafleet serve` with `models` ((name, directory or id), ...); stopped on exit."""
     port, engine_base = free_port(), free_port()
     log = work / "gateway" / "serve.log"
-    env = gateway_env(work, engine_base)
+    env = gateway_env(work, engine_base, enable_lora)
     command = serve_command(port, models)
     print("+ " + " ".join(command[2:]).replace("lorafleet.cli", "lorafleet"), flush=True)
     with log.open("wb") as out:
@@ -108,11 +110,11 @@ def register_adapter(url: str, name: str, source: Path, base_model: str) -> str:
 
 def engine_rss(port: int) -> int | None:
     """Resident memory of the process listening on `port` plus its children, in bytes."""
-    import psutil
+    import psutil  # type: ignore[import-untyped]  # vLLM's dependency; no stubs in the lock
 
     for conn in psutil.net_connections(kind="tcp"):
         if conn.laddr and conn.laddr.port == port and conn.status == "LISTEN" and conn.pid:
             process = psutil.Process(conn.pid)
             family = [process, *process.children(recursive=True)]
-            return sum(p.memory_info().rss for p in family if p.is_running())
+            return int(sum(p.memory_info().rss for p in family if p.is_running()))
     return None

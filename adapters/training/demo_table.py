@@ -63,7 +63,7 @@ def score_dir(folder: Path) -> dict[str, dict[str, Any]]:
 
 def _how(arm: dict[str, Any]) -> str:
     if arm.get("model") is None:
-        return arm["description"]
+        return str(arm["description"])
     parts = [f"`{arm['model']}`"]
     if arm.get("few_shot"):
         parts.append(f"{arm['few_shot']}-shot")

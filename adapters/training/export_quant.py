@@ -39,7 +39,7 @@ QUANT_INSTALL = (
 
 def calibration_texts(path: Path, tokenizer: Any, samples: int) -> list[str]:
     """The first `samples` records of a chat JSONL, rendered as the model will see them."""
-    texts = []
+    texts: list[str] = []
     for line in path.read_text(encoding="utf-8").splitlines():
         if len(texts) >= samples:
             break
@@ -58,8 +58,14 @@ def calibration_texts(path: Path, tokenizer: Any, samples: int) -> list[str]:
 def recipe(fmt: str, calibrated: bool, gptq: bool) -> list[Any]:
     """With calibration data: SmoothQuant (w8a8 only) then GPTQ or round-to-nearest weights;
     without: round-to-nearest weights alone (data-free)."""
-    from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
-    from llmcompressor.modifiers.transform import SmoothQuantModifier
+    # not in the lock (see the module docstring), so no types for mypy
+    from llmcompressor.modifiers.quantization import (  # type: ignore[import-not-found]
+        GPTQModifier,
+        QuantizationModifier,
+    )
+    from llmcompressor.modifiers.transform import (  # type: ignore[import-not-found]
+        SmoothQuantModifier,
+    )
 
     kind = GPTQModifier if gptq else QuantizationModifier
     weights = kind(targets="Linear", scheme=SCHEMES[fmt], ignore=["lm_head"])
@@ -90,7 +96,7 @@ def quantize(
         raise ExportError("GPTQ needs calibration data (--calibration)")
     read_config(model_dir)
     try:
-        from llmcompressor import oneshot
+        from llmcompressor import oneshot  # type: ignore[import-not-found]  # not in the lock
     except ImportError as exc:
         raise ExportError(f"--format {fmt} needs llmcompressor ({exc}): {QUANT_INSTALL}") from exc
     import torch
@@ -122,7 +128,11 @@ def quantize(
 
 
 def export_manifest(
-    model_dir: Path, output_dir: Path, fmt: str, calibration: Path | None, samples: int,
+    model_dir: Path,
+    output_dir: Path,
+    fmt: str,
+    calibration: Path | None,
+    samples: int,
     max_length: int,
 ) -> dict[str, Any]:
     merge_path = model_dir / MERGE_MANIFEST

@@ -12,7 +12,9 @@ import pytest
 from lorafleet.adapters.training import demo_table
 from lorafleet.adapters.training.demo import main
 
-pytestmark = pytest.mark.integration
+# Also `slow` (opt-in with -m slow) until it has been seen to pass: written on a 2-core VM shared
+# with five other agents, where it could not run to the end in the time there was.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_demo_runs_end_to_end_at_toy_size(tmp_path: Path) -> None:

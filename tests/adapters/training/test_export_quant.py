@@ -67,9 +67,13 @@ def test_without_llmcompressor_the_error_says_how_to_add_it(
     assert QUANT_INSTALL in str(caught.value)
 
 
-def test_unknown_scheme_is_refused(tmp_path: Path, calibration: Path) -> None:
+def test_unknown_scheme_and_gptq_without_data_are_refused(
+    tmp_path: Path, calibration: Path
+) -> None:
     with pytest.raises(ExportError, match="unknown format 'w2a2'"):
         quantize(llama_dir(tmp_path / "m"), tmp_path / "out", "w2a2", calibration)
+    with pytest.raises(ExportError, match="GPTQ needs calibration data"):
+        quantize(tmp_path / "m", tmp_path / "out", "w4a16", None, gptq=True)
 
 
 def test_cli_usage_errors_and_failures(
@@ -77,8 +81,8 @@ def test_cli_usage_errors_and_failures(
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     model, out = str(llama_dir(tmp_path / "m")), str(tmp_path / "out")
-    assert main(["export", model, "--format", "w8a8", "--output", out]) == 2
-    assert "takes --calibration FILE" in capsys.readouterr().err
+    assert main(["export", model, "--format", "w8a8", "--gptq", "--output", out]) == 2
+    assert "--gptq needs --calibration FILE" in capsys.readouterr().err
     with_cal = ["export", model, "--format", "w4a16", "--output", out, "--calibration"]
     assert main([*with_cal, str(calibration), "--quant", "q8_0"]) == 2
     monkeypatch.setitem(sys.modules, "llmcompressor", None)
