@@ -43,7 +43,8 @@ test: install
 	$(BIN)/lorafleet model fetch --quiet
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Synthetic court-decision extraction: data, CPU training (~30 min), eval base vs adapter.
+# Synthetic court-decision extraction end to end: label, verify, train (~30 min on CPU), merge,
+# export, serve and score every arm through the gateway (scripts/demo_finetune.sh).
 demo-finetune: install
 	PATH=$(CURDIR)/$(BIN):$$PATH scripts/demo_finetune.sh
 

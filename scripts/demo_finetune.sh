@@ -1,29 +1,25 @@
 #!/usr/bin/env bash
-# Fine-tuning demo (make demo-finetune): synthetic court decisions -> LoRA on CPU -> publish to
-# the gateway -> base vs adapter evaluation -> docs/finetune-demo.md.
+# Fine-tuning demo (make demo-finetune), end to end: synthetic raw documents -> lorafleet label
+# (a ground-truth oracle stands in for a strong labelling model) -> review sample + label
+# agreement -> lorafleet train (CPU LoRA) -> merge -> export (GGUF; w8a8 when llmcompressor is
+# available) -> lorafleet serve -> every arm scored through the gateway's OpenAI API ->
+# raw predictions + table in $DEMO_RESULTS, report in docs/finetune-demo.md.
 #
-#   scripts/demo_finetune.sh [GATEWAY_URL]          # default $LORAFLEET_URL or http://127.0.0.1:8000
-#   DEMO_STANDALONE=1 scripts/demo_finetune.sh      # no gateway: evaluate on a bare vLLM engine
+#   scripts/demo_finetune.sh                           # the whole path (~30 min of training)
+#   DEMO_FROM=score scripts/demo_finetune.sh           # later steps again on runs/demo-finetune
+#   LORAFLEET_QUANT_PATH=/opt/lorafleet-quant scripts/demo_finetune.sh   # w8a8 too (see docs)
 #
-# The adapter is written under $DEMO_WORKDIR (default ./runs/demo-finetune, git-ignored). To publish, that
-# directory must be under one of the gateway's allowed roots (LORAFLEET_ADAPTER_ROOTS), e.g.
-#   LORAFLEET_ADAPTER_ROOTS=$PWD/runs/demo-finetune make serve
-# Training stops after DEMO_MAX_MINUTES (default 30) even if its step budget is not spent.
+# Training stops after DEMO_MAX_MINUTES (default 30) even if its step budget is not spent;
+# DEMO_THREADS=1 is faster when other processes keep the cores busy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python="${PYTHON:-.venv/bin/python}"
 [ -x "$python" ] || python=python3
-gateway="${1:-${LORAFLEET_URL:-http://127.0.0.1:8000}}"
-args=(--gateway "$gateway" --workdir "${DEMO_WORKDIR:-runs/demo-finetune}"
-      --max-minutes "${DEMO_MAX_MINUTES:-30}")
-if [ "${DEMO_STANDALONE:-0}" = 1 ]; then
-  args+=(--standalone)
-fi
+args=(--workdir "${DEMO_WORKDIR:-runs/demo-finetune}"
+      --results "${DEMO_RESULTS:-runs/demo-finetune/results}"
+      --max-minutes "${DEMO_MAX_MINUTES:-30}" --from "${DEMO_FROM:-data}")
 if [ -n "${DEMO_THREADS:-}" ]; then
-  args+=(--threads "$DEMO_THREADS")   # 1 beats 2 when other processes keep the cores busy
+  args+=(--threads "$DEMO_THREADS")
 fi
-if [ "${DEMO_SKIP_TRAIN:-0}" = 1 ]; then
-  args+=(--skip-train)
-fi
-exec "$python" -m lorafleet.adapters.training.demo "${args[@]}"
+exec "$python" -m lorafleet.adapters.training.demo "${args[@]}" "$@"

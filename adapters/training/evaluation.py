@@ -49,6 +49,8 @@ class EvalOptions:
     timeout_s: float = 900.0  # a loaded CPU engine answering 32 requests at once is slow
     api_key: str | None = None
     extra_body: dict[str, Any] = field(default_factory=dict)
+    # e.g. {"type": "json_schema", "json_schema": {...}}: vLLM constrains decoding to it
+    response_format: dict[str, Any] | None = None
 
 
 def load_items(path: Path, limit: int | None = None) -> list[EvalItem]:
@@ -109,6 +111,7 @@ async def ask(client: Any, item: EvalItem, options: EvalOptions) -> Answer:
             temperature=0,
             max_tokens=options.max_tokens,
             extra_body=options.extra_body or None,
+            **({"response_format": options.response_format} if options.response_format else {}),
         )
     except openai.OpenAIError as exc:  # the request failed: recorded, scored as no answer
         return Answer(error=f"{type(exc).__name__}: {exc}")

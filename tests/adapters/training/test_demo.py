@@ -1,73 +1,127 @@
-"""The demo report: rendered from a manifest and two eval reports, re-rendered from saved files."""
+"""The demo's data steps (oracle labels, review, agreement), its arms and its generated table."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
-from lorafleet.adapters.manifest import (
-    BaseModelRef,
-    DatasetRef,
-    Hardware,
-    TrainingManifest,
-    TrainingMetrics,
-    write_manifest,
+import pytest
+
+from lorafleet.adapters.training import demo_table
+from lorafleet.adapters.training.demo import main
+from lorafleet.adapters.training.demo_data import read_jsonl
+from lorafleet.adapters.training.demo_score import (
+    Arm,
+    few_shot_messages,
+    majority_answer,
+    pick_shots,
+    run_trivial,
+    write_predictions,
 )
-from lorafleet.adapters.training.demo import ADAPTER_NAME, main
-from lorafleet.adapters.training.metrics import score
+from lorafleet.adapters.training.evaluation import Answer
+from lorafleet.adapters.training.synthetic import generate
 
 
-def _manifest() -> TrainingManifest:
-    return TrainingManifest(
-        created_at="2026-01-01T00:00:00+00:00",
-        base_model=BaseModelRef("smollm2-135m-instruct", "/m", "sha256:" + "a" * 64),
-        dataset=DatasetRef("/d.jsonl", "sha256:" + "b" * 64, examples=1200, bytes=10),
-        config={
-            "lora_r": 16,
-            "lora_alpha": 32,
-            "learning_rate": 0.001,
-            "lr_scheduler": "constant",
-            "batch_size": 2,
-            "grad_accum": 2,
-            "max_steps": 300,
-            "max_minutes": 30.0,
-        },
-        libraries={"trl": "1.16.0"},
-        git_revision="abc",
-        metrics=TrainingMetrics(30, 0.1, 0.2, 0.15, 1800.0, 60.0, 30.0, 54000),
-        hardware=Hardware("cpu", "CPU test", "fp32", None, False, 2, 1),
-        adapter={"target_modules": ["q_proj", "v_proj"]},
+def records(n: int, split: str) -> list[dict[str, Any]]:
+    return [example.to_record() for example in generate(n, split, seed=0)]
+
+
+def test_data_label_and_verify_steps_train_on_what_the_labeller_answered(tmp_path: Path) -> None:
+    argv = ["--workdir", str(tmp_path), "--train-examples", "6", "--valid-examples", "2",
+            "--test-examples", "2", "--verify-fraction", "0.5", "--until", "verify"]  # fmt: skip
+    assert main(argv) == 0
+    assert len(list((tmp_path / "raw").glob("*.txt"))) == 6
+    truth = read_jsonl(tmp_path / "data" / "train.jsonl")
+    labels = read_jsonl(tmp_path / "labels" / "labels.jsonl")
+    assert [r["messages"] for r in labels] == [r["messages"] for r in truth]
+    assert {r["meta"]["labeller"] for r in labels} == {"synthetic-ground-truth"}
+    assert json.loads((tmp_path / "labels" / "agreement.json").read_text())["good_enough"]
+    assert set(json.loads((tmp_path / "timings.json").read_text())) == {"data", "label", "verify"}
+
+
+def test_few_shot_prompt_puts_worked_examples_between_instruction_and_document() -> None:
+    train = records(40, "train")
+    shots = pick_shots(train, 3)
+    initiators = {json.loads(s["messages"][-1]["content"])["initiator"] for s in shots}
+    assert len(shots) == 3 and initiators == {"claimant", "defendant"}
+    question = records(1, "test")[0]["messages"][:2]
+    messages = few_shot_messages(shots, question)
+    assert [m["role"] for m in messages] == ["system"] + ["user", "assistant"] * 3 + ["user"]
+    assert messages[0] == question[0] and messages[-1] == question[1]
+    assert messages[2]["content"] == shots[0]["messages"][2]["content"]
+    assert pick_shots(train, 0) == []
+
+
+def test_majority_answer_and_response_format() -> None:
+    answer = json.loads(majority_answer(records(60, "train")))
+    assert answer["initiator"] == "claimant"  # half first instance, half appeals by either side
+    assert set(answer) == {"dispute_subject", "outcome", "initiator"}
+    assert Arm("b", "m", "plain").response_format() is None
+    constrained = Arm("b", "m", "schema", json_schema=True).response_format()
+    assert constrained is not None and constrained["type"] == "json_schema"
+    assert constrained["json_schema"]["schema"]["required"][0] == "claimant"
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    test = records(4, "test")
+    with (tmp_path / "test.jsonl").open("w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in test)
+    run_trivial(tmp_path, Arm("majority", None, "most common"), test, '{"initiator": "claimant"}')
+    run_trivial(tmp_path, Arm("empty", None, "nothing"), test, "")
+    golds = [r["messages"][-1]["content"] for r in test]
+    answers = [Answer(text=g, latency_s=1.0, completion_tokens=40) for g in golds[:3]]
+    answers.append(Answer(error="APITimeoutError: timed out"))
+    adapter = Arm("adapter", "court-demo@1", "the adapter")
+    write_predictions(tmp_path, adapter, test, answers)
+    (tmp_path / "arms.json").write_text(json.dumps(
+        [*json.loads((tmp_path / "arms.json").read_text()), {**adapter.__dict__}]))  # fmt: skip
+    return tmp_path
+
+
+def test_table_is_scored_from_the_raw_files(results: Path) -> None:
+    text = demo_table.write(results)
+    lines = text.splitlines()
+    assert lines[0].startswith("| arm | model, how asked | JSON valid | claim_amount F1 |")
+    assert [line.split(" | ")[0] for line in lines[2:5]] == ["| `empty`", "| `majority`",
+                                                             "| `adapter`"]  # fmt: skip
+    adapter = lines[4]
+    assert "| 0.75 | 0.86 |" in adapter  # 3 of 4 valid; amount F1 = 2*1*0.75/1.75
+    assert adapter.endswith("| 1 | 1.0 | [predictions-adapter.jsonl](predictions-adapter.jsonl) |")
+    scores = json.loads((results / "scores.json").read_text())
+    assert scores["empty"]["json_valid_rate"] == 0.0
+    assert scores["majority"]["fields"]["initiator"]["accuracy"] == pytest.approx(
+        scores["majority"]["initiator_accuracy"]
     )
+    assert "### Claim amount by test template (adapter)" in text
 
 
-def _report(model: str, answer: str) -> dict[str, object]:
-    gold = {"claim_amount": 1000, "initiator": "claimant"}
-    report = score([gold], [answer])
-    report.update(
-        model=model, target="http://127.0.0.1:8199", errors=0,
-        latency_s={"p50": 1.0, "p95": 2.0}, tokens={"completion_mean": 30.0},
-    )  # fmt: skip
-    return report
+def test_check_says_when_the_table_no_longer_matches_the_raw_files(results: Path) -> None:
+    demo_table.write(results)
+    assert demo_table.main([str(results), "--check"]) == 0
+    rows = read_jsonl(results / "predictions-adapter.jsonl")
+    rows[0]["answer"] = "changed"
+    (results / "predictions-adapter.jsonl").write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    )
+    assert demo_table.main([str(results), "--check"]) == 1
 
 
-def test_render_only_from_saved_eval_files(tmp_path: Path) -> None:
-    adapter = tmp_path / "adapters" / ADAPTER_NAME
-    adapter.mkdir(parents=True)
-    write_manifest(adapter, _manifest())
-    base = _report("smollm2-135m-instruct", "I think the court...")
-    tuned = _report(ADAPTER_NAME, '{"claim_amount": 1000, "initiator": "claimant"}')
-    (tmp_path / "eval-smollm2-135m-instruct.json").write_text(json.dumps(base))
-    (tmp_path / f"eval-{ADAPTER_NAME}.json").write_text(json.dumps(tuned))
-    out = tmp_path / "finetune-demo.md"
+def test_predictions_that_do_not_match_the_test_split_are_refused(
+    results: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = read_jsonl(results / "predictions-empty.jsonl")[:-1]
+    (results / "predictions-empty.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert demo_table.main([str(results)]) == 1
+    assert "3 predictions for 4 test documents" in capsys.readouterr().err
 
-    assert main(["--render-only", "--workdir", str(tmp_path), "--report", str(out)]) == 0
-    text = out.read_text()
-    assert "**The data is synthetic**" in text
-    assert "| metric | `smollm2-135m-instruct` | `court-demo` |" in text
-    assert "| claim_amount F1 | 0.000 | 1.000 |" in text
-    assert "Claim-amount F1: 0.000 (base) -> 1.000 (adapter), +1.000." in text
-    assert "Initiator accuracy: 0% -> 100%." in text
-    assert "| machine | CPU test, 2 cores," in text
-    assert "| steps | 30 (0.1 epochs; budget 300 steps or 30.0 min) |" in text
-    assert "60.0 s/step, 30.0 tokens/s" in text
-    assert "bare vLLM" in text
+
+def test_serving_facts_add_columns(results: Path) -> None:
+    serving = {"adapter": {"size_bytes": 540_000_000, "rss_bytes": 2**30, "tok_s_c1": 9.5,
+                           "tok_s_c32": 81.25}}  # fmt: skip
+    (results / demo_table.SERVING_FILE).write_text(json.dumps(serving))
+    lines = demo_table.write(results).splitlines()
+    assert "| size on disk | served RSS | tok/s c=1 | tok/s c=32 | raw |" in lines[0]
+    assert "| 540 MB | 1024 MiB | 9.5 | 81.2 |" in lines[4]
+    assert "| n/a | n/a | n/a | n/a |" in lines[2]

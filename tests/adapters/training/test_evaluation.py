@@ -113,3 +113,23 @@ def test_gold_answers_must_be_json_objects(tmp_path: Path) -> None:
 
 def test_limit(dataset: Path) -> None:
     assert len(load_items(dataset, limit=2)) == 2
+
+
+async def test_response_format_is_sent_only_when_asked(dataset: Path) -> None:
+    items = load_items(dataset, limit=1)
+    answers = {items[0].messages[-1]["content"]: json.dumps(items[0].gold)}
+    seen: list[dict[str, Any]] = []
+    client = AsyncOpenAI(
+        base_url="http://gateway.test/v1",
+        api_key="k",
+        max_retries=0,
+        http_client=httpx.AsyncClient(transport=fake_endpoint(answers, seen)),
+    )
+    schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
+    for response_format in (None, schema):
+        options = EvalOptions(target="http://gateway.test", model="m",
+                              response_format=response_format)  # fmt: skip
+        await evaluate_async(items, options, client=client)
+    await client.close()
+    assert "response_format" not in seen[0]
+    assert seen[1]["response_format"] == schema
