@@ -93,41 +93,46 @@ def find_free_port(
 def vllm_engine(
     model_dir: Path, port: int, options: VllmOptions, name: str = "engine"
 ) -> ProcessSpec:
-    argv = [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(model_dir),
-        "--served-model-name",
-        options.served_model_name,
-        "--dtype",
-        options.dtype,
-        "--max-model-len",
-        str(options.max_model_len),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--disable-uvicorn-access-log",
-    ]
-    if options.max_num_seqs:
-        argv += ["--max-num-seqs", str(options.max_num_seqs)]
-    if options.enable_lora:
-        argv += ["--enable-lora", "--max-loras", str(options.max_loras)]
-        argv += ["--max-lora-rank", str(options.max_lora_rank)]
-        if options.lora_modules:
-            argv += ["--lora-modules", *(f"{lora}={path}" for lora, path in options.lora_modules)]
-    argv += list(options.extra_args)
-    env = {
-        "VLLM_CPU_OMP_THREADS_BIND": options.threads_bind,
-        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
-        "VLLM_CPU_KVCACHE_SPACE": _gib(options.kv_cache_gib),
-        "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
-        **dict(options.extra_env),
-    }
+    """A bare vLLM engine (a component, not the product) built from the product's one engine
+    recipe (`server/engine/recipe.py`, what `lorafleet serve` and the Helm chart run) with the
+    benchmark's options: only the settings in `options` differ from a product engine."""
+    from lorafleet.server.engine.recipe import EngineRecipe
+    from lorafleet.server.engine.supervisor import EngineSpec
+
+    extra = list(options.extra_args)
+    if options.enable_lora and options.lora_modules:
+        extra = [
+            "--lora-modules",
+            *(f"{lora}={path}" for lora, path in options.lora_modules),
+            *extra,
+        ]
+    recipe = EngineRecipe(
+        model=str(model_dir),
+        served_model_name=options.served_model_name,
+        dtype=options.dtype,
+        max_model_len=options.max_model_len,
+        max_num_seqs=options.max_num_seqs,
+        enable_lora=options.enable_lora,
+        max_loras=options.max_loras,
+        max_lora_rank=options.max_lora_rank,
+        host="127.0.0.1",
+        port=port,
+        extra_args=tuple(extra),
+    )
+    engine = EngineSpec(
+        recipe=recipe,
+        base_model=options.served_model_name,
+        kv_cache_gib=options.kv_cache_gib,
+        cpu_threads=options.threads_bind,
+        log_level="INFO",  # the benchmark keeps the engine's own log beside its results
+    )
     return ProcessSpec(
-        name=name, argv=argv, port=port, ready_path="/health", env=env, ready_timeout_s=900.0
+        name=name,
+        argv=engine.command(),
+        port=port,
+        ready_path="/health",
+        env=engine.environment({}) | dict(options.extra_env),
+        ready_timeout_s=900.0,
     )
 
 

@@ -100,7 +100,6 @@ async def soak(
     """Run the soak; its report (outcome counts, duration, the gateway's RSS over time)."""
     outcomes: Counter[str] = Counter()
     counter = itertools.count()
-    deadline = time.monotonic() + seconds
     limits = httpx.Limits(max_connections=concurrency + 4)
     answers: dict[tuple[str, int], str] = {}
     memory: list[tuple[float, float | None]] = []
@@ -108,6 +107,7 @@ async def soak(
     async with httpx.AsyncClient(timeout=300, limits=limits) as client:
         start_rss = await rss(client, url)
         memory.append((0.0, start_rss))
+        deadline = time.monotonic() + seconds  # streams run this long, after the first reading
 
         async def worker() -> None:
             while time.monotonic() < deadline:

@@ -94,8 +94,9 @@ def test_vllm_command_and_env() -> None:
     )
     spec = vllm_engine(Path("/models/m"), 8300, options)
     argv = " ".join(spec.argv)
-    assert "--enable-lora --max-loras 8 --max-lora-rank 16 --lora-modules a=/x/a" in argv
-    assert "--host 127.0.0.1 --port 8300" in argv and "--dtype float32" in argv
+    assert "--enable-lora --max-loras=8 --max-lora-rank=16" in argv
+    assert "--lora-modules a=/x/a" in argv
+    assert "--host=127.0.0.1 --port=8300" in argv and "--dtype=float32" in argv
     assert (
         spec.env["VLLM_CPU_KVCACHE_SPACE"] == "2"
         and spec.env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
