@@ -31,6 +31,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,28 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self._engine = _make_engine(url)
+        self._closed = False
+        sa.event.listen(self._engine, "checkin", self._close_if_closed)
 
-    def close(self) -> None:
+    def close(self, wait_s: float = 2.0) -> None:
+        """Close every connection, including those a worker thread still holds.
+
+        `Engine.dispose()` closes only the pool's idle connections. A connection checked out
+        at that moment (the gateway's registry or key poll runs in a worker thread that
+        cancelling its task does not stop) went back afterwards into the discarded pool and
+        stayed open there until the garbage collector found it ("connection ... was deleted
+        while still open"). So wait up to `wait_s` for connections in use to come back, and
+        close any connection that comes back after this, rather than pooling it."""
+        self._closed = True
+        pool = self._engine.pool
+        deadline = time.monotonic() + wait_s
+        while isinstance(pool, QueuePool) and pool.checkedout() and time.monotonic() < deadline:
+            time.sleep(0.01)
         self._engine.dispose()
+
+    def _close_if_closed(self, _dbapi_conn: Any, entry: ConnectionPoolEntry) -> None:
+        if self._closed:
+            entry.close()  # it goes back to its pool closed (a later checkout reconnects)
 
     @property
     def dialect(self) -> str:

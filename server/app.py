@@ -127,7 +127,9 @@ def create_app(
             settings, pools, metrics, service, adapters, model_dirs, app.state.lifecycle, keys
         )
         async with contextlib.AsyncExitStack() as stack:
-            stack.callback(database.close)
+            # Last: it waits for the connections that worker threads of the cancelled loops
+            # still hold, and closes them (Database.close)
+            stack.push_async_callback(asyncio.to_thread, database.close)
             stack.callback(tracing.shutdown)  # runs after the rest: flushes the final spans
             stack.push_async_callback(client.aclose)
             if redis_client is not None:

@@ -9,6 +9,7 @@ import gc
 import importlib
 import re
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,6 +74,27 @@ def test_a_failed_migration_leaves_nothing_behind(database: Database) -> None:
     # The failed migration's connection sits in a reference cycle with its exception: collect
     # it while its database exists, or psycopg's __del__ warns during some later test.
     gc.collect()
+
+
+def test_close_closes_a_connection_still_in_use() -> None:
+    """A connection a worker thread holds across close() is closed when it comes back, not left
+    open in the discarded pool for the garbage collector (psycopg's ResourceWarning, which broke
+    whichever test ran next)."""
+    with temporary_database() as url:
+        database = Database(url)
+        with database.read() as conn:  # the gateway's poll, mid-query at shutdown
+            conn.execute(sa.text("SELECT 1"))
+            raw = conn.connection.dbapi_connection
+            database.close(wait_s=0)
+        assert raw is not None and raw.closed
+        with database.read() as conn:  # a query that started after close()
+            raw = conn.connection.dbapi_connection
+        assert raw is not None and raw.closed
+        del database, conn, raw
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
 # The schema as the code before this runner created it (commit ad58ecd): one list in the
@@ -184,4 +206,4 @@ def test_migrations_take_turns(database_url: str) -> None:
     assert versions == [len(ALL)] * 3, time.monotonic() - started
     assert databases[0].applied() == list(range(1, len(ALL) + 1))
     for database in databases:
-        database.close()
+        database.close(wait_s=0)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import gc
+import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from lorafleet.adapters.base_models import model_info
+from lorafleet.adapters.registry import AdapterRegistry
 from lorafleet.server.app import create_app
 from lorafleet.server.settings import Settings
 from tests.adapter_factory import make_lora_dir
@@ -141,3 +146,35 @@ def test_a_key_id_with_a_nul_byte_is_404_not_500(
         response = client.delete("/v1/keys/ab%00cd", headers=admin)
         assert response.status_code == 404, response.text
         assert response.json()["error"]["code"] == "key_not_found"
+
+
+def test_a_shutdown_during_a_registry_poll_leaves_no_connection_open(
+    settings: Settings, engine: FakeVLLM, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The registry poll runs in a worker thread that cancelling the poll's task does not stop:
+    the gateway closed its database while that thread held a connection, which then stayed open
+    until the garbage collector warned about it (during whichever test ran next)."""
+    polling, polled = threading.Event(), threading.Event()
+    generation = AdapterRegistry.generation
+
+    def slow_generation(registry: AdapterRegistry) -> int:
+        try:
+            with registry.database.read() as conn:
+                conn.execute(sa.text("SELECT 1"))
+                polling.set()
+                time.sleep(0.3)  # the gateway shuts down meanwhile
+            return generation(registry)  # and this one starts after the database closed
+        finally:
+            polled.set()
+
+    monkeypatch.setattr(AdapterRegistry, "generation", slow_generation)
+    shared = settings.model_copy(update={"database_url": postgres_url, "registry_poll_s": 0.05})
+    with TestClient(create_app(shared, transport=engine.transport())) as client:
+        wait_ready(client)
+        assert polling.wait(5)
+    assert polled.wait(5)
+    del client
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
