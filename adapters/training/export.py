@@ -231,13 +231,12 @@ def export_gguf(
     }
 
 
-def export_manifest(model_dir: Path, files: list[dict[str, Any]]) -> dict[str, Any]:
-    from importlib.metadata import version
-
+def provenance(model_dir: Path) -> dict[str, Any]:
+    """What an export was made from: the merged model and, from its merge manifest, the adapter
+    and base model behind it. Every export format's manifest starts with this."""
     merge_path = model_dir / MERGE_MANIFEST
     merge = json.loads(merge_path.read_text()) if merge_path.is_file() else {}
     return {
-        "format": "gguf",
         "source": str(model_dir.resolve()),
         "source_fingerprint": model_fingerprint(model_dir),
         "adapter": merge.get("adapter"),
@@ -245,6 +244,15 @@ def export_manifest(model_dir: Path, files: list[dict[str, Any]]) -> dict[str, A
         "base_model": merge.get("base_model"),
         "base_fingerprint": merge.get("base_fingerprint"),
         "merged_dtype": merge.get("dtype"),
+    }
+
+
+def export_manifest(model_dir: Path, files: list[dict[str, Any]]) -> dict[str, Any]:
+    from importlib.metadata import version
+
+    return {
+        "format": "gguf",
+        **provenance(model_dir),
         "method": (
             "llama-architecture GGUF (llama.cpp tensor names, rotary q/k permutation); "
             f"gguf-py {version('gguf')} numpy "

@@ -25,9 +25,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lorafleet.adapters.manifest import file_sha256, model_fingerprint
-from lorafleet.adapters.training.export import EXPORT_MANIFEST, ExportError, read_config
-from lorafleet.adapters.training.merge import MERGE_MANIFEST
+from lorafleet.adapters.manifest import file_sha256
+from lorafleet.adapters.training.export import (
+    EXPORT_MANIFEST,
+    ExportError,
+    provenance,
+    read_config,
+)
 
 SCHEMES = {"w8a8": "W8A8", "w4a16": "W4A16"}
 QUANT_INSTALL = (
@@ -135,8 +139,6 @@ def export_manifest(
     samples: int,
     max_length: int,
 ) -> dict[str, Any]:
-    merge_path = model_dir / MERGE_MANIFEST
-    merge = json.loads(merge_path.read_text()) if merge_path.is_file() else {}
     files = [
         {"file": p.name, "bytes": p.stat().st_size, "sha256": file_sha256(p)}
         for p in sorted(output_dir.iterdir())
@@ -144,13 +146,7 @@ def export_manifest(
     ]
     return {
         "format": fmt,
-        "source": str(model_dir.resolve()),
-        "source_fingerprint": model_fingerprint(model_dir),
-        "adapter": merge.get("adapter"),
-        "adapter_sha256": merge.get("adapter_sha256"),
-        "base_model": merge.get("base_model"),
-        "base_fingerprint": merge.get("base_fingerprint"),
-        "merged_dtype": merge.get("dtype"),
+        **provenance(model_dir),
         "method": describe(fmt, calibration is not None, gptq=False),
         "libraries": {name: _version(name) for name in ("llmcompressor", "compressed-tensors")},
         "calibration_data": None if calibration is None else str(calibration.resolve()),

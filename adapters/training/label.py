@@ -19,11 +19,9 @@ after an interruption asks only for what is not there, and costs nothing for the
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import hashlib
 import json
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,6 +38,7 @@ from tenacity import (
 
 from lorafleet.adapters.training.court_task import SYSTEM_PROMPT, label_json_schema
 from lorafleet.adapters.training.label_data import Document
+from lorafleet.adapters.training.retry_after import retry_after
 
 API_KEY_ENVS = ("LORAFLEET_API_KEY", "OPENAI_API_KEY")
 _CACHE_VERSION = 1
@@ -160,28 +159,6 @@ def check_answer(content: str | None, finish_reason: str | None) -> tuple[dict[s
         where = "/".join(str(p) for p in error.absolute_path) or "answer"
         return None, f"schema: {where}: {error.message}"
     return value, None
-
-
-def retry_after(response: httpx.Response) -> float | None:
-    """Seconds to wait from `retry-after-ms` (OpenAI) or `Retry-After` (seconds or a date)."""
-    millis = response.headers.get("retry-after-ms")
-    if millis:
-        try:
-            return max(0.0, float(millis) / 1000)
-        except ValueError:
-            pass
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _wait(options: LabelOptions) -> Any:

@@ -17,8 +17,6 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,8 @@ import httpx
 from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception_type
 from tenacity.stop import stop_after_attempt
 from tenacity.wait import wait_exponential
+
+from lorafleet.adapters.training.retry_after import retry_after
 
 ADMIN_KEY_ENV = "LORAFLEET_ADMIN_KEY"
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ def _post(
         raise _TransientError(
             f"gateway could not take the adapter ({status}): {_error_message(response)}",
             status,
-            _retry_after_s(response),
+            retry_after(response),
         )
     if status not in (200, 201):
         raise PublishError(
@@ -153,24 +153,6 @@ def _record(response: httpx.Response) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise PublishError(f"gateway answered {response.status_code} without a JSON record")
     return record
-
-
-def _retry_after_s(response: httpx.Response) -> float | None:
-    """`Retry-After` as seconds (RFC 9110: delay-seconds or an HTTP date); None when absent."""
-    value = response.headers.get("retry-after", "").strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _error_message(response: httpx.Response) -> str:

@@ -20,11 +20,11 @@ from lorafleet.adapters.training.label import (
     Outcome,
     check_answer,
     label_documents,
-    retry_after,
 )
 from lorafleet.adapters.training.label_cli import BarProgress
 from lorafleet.adapters.training.label_data import Document
 from lorafleet.adapters.training.prices import TokenPrice
+from lorafleet.adapters.training.retry_after import retry_after
 from lorafleet.cli import main
 from tests.adapters.training.fake_labeller import FakeLabeller, Reply, serve
 
