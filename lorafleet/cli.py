@@ -14,7 +14,8 @@ from collections.abc import Sequence
 
 from lorafleet import __version__
 
-# Sub-command modules, in the order `--help` lists them.
+# Sub-command modules, in the order `--help` lists them. The CLI is the one place that names
+# them all: the gateway itself never imports the trainer or the benchmarks.
 COMMAND_MODULES = (
     "lorafleet.server.cli",
     "lorafleet.adapters.cli",
@@ -22,6 +23,9 @@ COMMAND_MODULES = (
     "lorafleet.adapters.training.cli",
     "lorafleet.benchmarks.cli",
 )
+# Packages an install may leave out (a gateway image without the benchmarks); their commands
+# are then simply not offered.
+OPTIONAL_PACKAGES = ("lorafleet.benchmarks",)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -31,7 +35,13 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lorafleet {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).add_parser(subparsers)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name not in OPTIONAL_PACKAGES:
+                raise
+            continue
+        module.add_parser(subparsers)
     return parser
 
 
