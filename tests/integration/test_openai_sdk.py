@@ -28,11 +28,16 @@ def test_chat_answers_paris(gateway: Server) -> None:
 
 def test_chat_with_default_sampling_answers_paris(gateway: Server) -> None:
     # No sampling parameters: the model card's defaults apply (the README sends temperature=0).
-    replies = [
-        gateway.openai().chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=30)
-        for _ in range(3)
-    ]
-    assert sum("Paris" in (r.choices[0].message.content or "") for r in replies) >= 2
+    # Sampled, this 135M model names Paris in about 3 answers of 5 (adapters/smoke_scores.json,
+    # raw answers in benchmarks/results/2026-12-01-cpu/smoke/), so 2 of 3 failed about one run in
+    # three. Of 8 sampled answers at least one names Paris unless the defaults broke the model
+    # (0.4^8: one run in 4,000).
+    reply = gateway.openai().chat.completions.create(
+        model=MODEL, messages=QUESTION, max_tokens=30, n=8
+    )
+    answers = [choice.message.content or "" for choice in reply.choices]
+    assert len(answers) == 8
+    assert any("Paris" in answer for answer in answers), answers
 
 
 def test_text_completion(gateway: Server) -> None:
