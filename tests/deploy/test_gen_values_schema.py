@@ -6,25 +6,20 @@ committed values.yaml; this checks the command that rewrites it and its `--check
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.deploy.test_helm_chart import _schema_generator
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
 def generator() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "gen_values_schema", REPO / "deploy" / "gen_values_schema.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _schema_generator()  # the chart test's loader of deploy/gen_values_schema.py
 
 
 def test_check_passes_on_the_committed_chart(generator: Any) -> None:
