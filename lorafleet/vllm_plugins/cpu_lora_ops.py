@@ -22,7 +22,8 @@ tests/vllm_plugins/test_cpu_lora_ops.py.
 
 Installation: `pyproject.toml` declares `register` under the `vllm.general_plugins` entry-point
 group, which vLLM loads in each of its processes. It patches only `PunicaWrapperCPU`'s module,
-only on the CPU platform, and only unless `LORAFLEET_CPU_LORA_OPS=0`.
+only on the CPU platform, and only unless `LORAFLEET_CPU_LORA_OPS=0`. It then installs
+`cpu_lora_compile`, which keeps vLLM's compilation on for LoRA engines.
 """
 
 from __future__ import annotations
@@ -289,3 +290,6 @@ def register() -> None:
     for name, op in OPS.items():
         setattr(punica_cpu, name, op)
     log.info("lorafleet: grouped CPU LoRA ops installed (%s=0 turns them off)", ENV_SWITCH)
+    from lorafleet.vllm_plugins import cpu_lora_compile
+
+    cpu_lora_compile.register()
