@@ -200,13 +200,18 @@ def serve_process(
 
 
 def plain_vllm_process(
-    model_dir: Path, port: int, served_model_name: str, name: str = "plain-vllm"
+    model_dir: Path,
+    port: int,
+    served_model_name: str,
+    name: str = "plain-vllm",
+    extra_args: tuple[str, ...] = (),
 ) -> ProcessSpec:
     """Plain vLLM, LoRA off, no lorafleet plugin: what a user compares the product against.
 
     Built from the engine `lorafleet serve` would start with its defaults (the same recipe:
     dtype, context length, batch size, KV-cache size, core binding), with only LoRA turned off
-    and vLLM's plugins disabled (`VLLM_PLUGINS=""`), so the two differ in nothing else."""
+    and vLLM's plugins disabled (`VLLM_PLUGINS=""`), so the two differ in nothing else.
+    `extra_args` go after the recipe's (a profiler, say)."""
     from dataclasses import replace
 
     from lorafleet.server.engine.local import engine_specs
@@ -214,7 +219,10 @@ def plain_vllm_process(
 
     settings = Settings(served_model_name=served_model_name, replicas=1)
     (spec,) = engine_specs(settings, {served_model_name: model_dir})
-    recipe = replace(spec.recipe, enable_lora=False, host="127.0.0.1", port=port)
+    recipe = replace(
+        spec.recipe, enable_lora=False, host="127.0.0.1", port=port,
+        extra_args=(*spec.recipe.extra_args, *extra_args),
+    )  # fmt: skip
     spec = replace(spec, recipe=recipe)
     env = spec.environment({}) | {"VLLM_PLUGINS": ""}
     return ProcessSpec(

@@ -15,6 +15,7 @@ _MODULES = {
     "cost": "cost",
     "fleet": "fleet",
     "product": "product",
+    "lora-profile": "lora_profile",
 }
 _TOOLS = {"load": "load"}
 

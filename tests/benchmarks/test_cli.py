@@ -29,6 +29,7 @@ def test_every_scenario_is_registered() -> None:
         "cost",
         "fleet",
         "product",
+        "lora-profile",
     }
     for name in SCENARIO_NAMES:
         args = parse(name)
