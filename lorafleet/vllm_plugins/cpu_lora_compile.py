@@ -98,10 +98,42 @@ def lora_linear(
 ) -> None:
     """y += (x @ A^T * scale) @ B^T per slice, through a float32 buffer as vLLM does."""
     x = x.view(-1, x.shape[-1])
+    plan = cpu_lora_ops.plan_for(token_indices(wrapper, x.shape[0]))
+    if not plan.adapters:
+        return  # a base-only step: no LoRA term anywhere
+    if plan.single is not None:
+        _one_adapter(y.view(-1, y.shape[-1]), x, lora_a, lora_b, scale, output_slices, plan.single)
+        return
     rank = lora_b[0].shape[-1]
     buffer = x.new_zeros((len(lora_a), x.shape[0], rank), dtype=_float32())
     lora_shrink(buffer, x, lora_a, scale, wrapper)
     lora_expand(y, list(buffer.unbind(0)), lora_b, output_slices, 0, True, wrapper)
+
+
+def _one_adapter(
+    out: torch.Tensor,
+    x: torch.Tensor,
+    lora_a: list[torch.Tensor],
+    lora_b: list[torch.Tensor],
+    scale: float,
+    output_slices: list[int],
+    slot: int,
+) -> None:
+    """Every row uses adapter `slot` (the common case): per slice, one product into a float32
+    buffer and one multiply-add straight into the output slice, no per-row selection and no
+    intermediate [tokens, out] tensor. Slices the adapter does not target are skipped."""
+    offset = 0
+    for weights_a, weights_b, size in zip(lora_a, lora_b, output_slices, strict=True):
+        a = weights_a.squeeze(1) if weights_a.dim() == 4 else weights_a
+        b = weights_b.squeeze(1) if weights_b.dim() == 4 else weights_b
+        if cpu_lora_ops.slot_is_live(a, slot):
+            shrunk = x.to(_float32()) @ a[slot].to(_float32()).t()
+            if scale != 1.0:
+                shrunk.mul_(scale)
+            target = out[:, offset : offset + size]
+            common = min(size, b.shape[1])
+            target[:, :common].addmm_(shrunk.to(out.dtype), b[slot, :common].to(out.dtype).t())
+        offset += size
 
 
 def lora_embedding(

@@ -113,6 +113,17 @@ class _PlanCache:
 _CACHE = _PlanCache()
 
 
+def plan_for(indices: torch.Tensor) -> _Plan:
+    """How this step's tokens split over adapters (cached while the indices are unchanged)."""
+    return _CACHE.plan(indices)
+
+
+def slot_is_live(weights: torch.Tensor, slot: int) -> bool:
+    """Whether adapter `slot` of this stacked tensor has any non-zero weight (unknown: True)."""
+    live = _CACHE.live_slots(weights)
+    return live is None or slot in live
+
+
 def _lora_product(
     inputs: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor, dtype: torch.dtype
 ) -> torch.Tensor | None:
