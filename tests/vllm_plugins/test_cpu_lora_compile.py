@@ -163,3 +163,26 @@ def test_lora_engines_keep_the_compilation_mode_vllm_chose(
     else:  # upstream: a LoRA engine runs eagerly
         assert with_lora.compilation_config.mode == CompilationMode.NONE  # type: ignore[attr-defined]
         assert CpuPlatform.get_punica_wrapper().endswith("PunicaWrapperCPU")
+
+
+def test_the_plan_made_at_update_metadata_serves_each_step() -> None:
+    """vLLM calls `update_metadata` when a step's mapping changes (lora ids, slot table); the
+    plan worked out there gives what vLLM's own wrapper gives, step after step."""
+    from vllm.lora.layers.utils import LoRAMapping
+
+    torch.manual_seed(3)
+    ours, theirs = make_wrapper(), PunicaWrapperCPU(256, 64, "cpu")
+    lora_a, lora_b = weights()
+    slots = [None, 11, 12, 13]  # lora id held by each slot
+    for ids in ([11] * 5, [11, 0, 12, 13, 0, 12], [0] * 4, [13] * 3 + [11] * 2):
+        mapping = LoRAMapping(tuple(ids), tuple(ids), is_prefill=True)
+        for wrapper in (ours, theirs):
+            wrapper.update_metadata(mapping, slots, len(slots), 1000)
+        assert ours.lorafleet_plan is not None
+        assert ours.lorafleet_plan.indices.tolist() == theirs.token_lora_indices.tolist()
+        x = torch.randn(len(ids), HIDDEN)
+        base = torch.randn(len(ids), sum(SLICES))
+        got, want = base.clone(), base.clone()
+        ours.add_lora_linear(got, x, lora_a, lora_b, 1.0, SLICES)
+        theirs.add_lora_linear(want, x, lora_a, lora_b, 1.0, SLICES)
+        torch.testing.assert_close(got, want)
