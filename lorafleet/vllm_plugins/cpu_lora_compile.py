@@ -195,12 +195,12 @@ def _register_ops() -> None:
 
     if _LIBRARY is not None or hasattr(torch.ops.lorafleet, "lora_linear"):
         return
-    library = torch.library.Library("lorafleet", "FRAGMENT")
+    library = torch.library.Library("lorafleet", "FRAGMENT")  # type: ignore[no-untyped-call]
     for name, (function, schema) in _OPS.items():
-        library.define(name + schema)
-        library.impl(name, function, dispatch_key="CPU")
+        library.define(name + schema)  # type: ignore[no-untyped-call]
+        library.impl(name, function, dispatch_key="CPU")  # type: ignore[no-untyped-call]
         # Nothing to compute at trace time: the ops only write into `y`.
-        library._register_fake(name, _writes_only)
+        library._register_fake(name, _writes_only)  # type: ignore[no-untyped-call]
     _LIBRARY = library
 
 
