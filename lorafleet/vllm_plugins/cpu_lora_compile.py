@@ -135,12 +135,12 @@ def _one_adapter(
     """Every row uses adapter `slot` (the common case): per slice, one product into a float32
     buffer and one multiply-add straight into the output slice, no per-row selection and no
     intermediate [tokens, out] tensor. Slices the adapter does not target are skipped."""
-    offset = 0
+    offset, float32 = 0, _float32()
+    inputs = x.to(float32)
     for weights_a, weights_b, size in zip(lora_a, lora_b, output_slices, strict=True):
-        a = weights_a.squeeze(1) if weights_a.dim() == 4 else weights_a
-        b = weights_b.squeeze(1) if weights_b.dim() == 4 else weights_b
+        a, b = cpu_lora_ops.by_slot(weights_a), cpu_lora_ops.by_slot(weights_b)
         if cpu_lora_ops.slot_is_live(a, slot):
-            shrunk = x.to(_float32()) @ a[slot].to(_float32()).t()
+            shrunk = inputs @ a[slot].to(float32).t()
             if scale != 1.0:
                 shrunk.mul_(scale)
             target = out[:, offset : offset + size]

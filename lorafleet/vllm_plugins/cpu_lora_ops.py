@@ -113,6 +113,11 @@ class _PlanCache:
 _CACHE = _PlanCache()
 
 
+def by_slot(weights: torch.Tensor) -> torch.Tensor:
+    """vLLM's stacked LoRA weights as [max_loras, out, in] (it also stores [max_loras, 1, ...])."""
+    return weights.squeeze(1) if weights.dim() == 4 else weights
+
+
 def plan_for(indices: torch.Tensor) -> _Plan:
     """How this step's tokens split over adapters (cached while the indices are unchanged)."""
     return _CACHE.plan(indices)
@@ -131,8 +136,7 @@ def _lora_product(
     None when no row has an adapter.
 
     `weights` is vLLM's stacked layout: [max_loras, 1, out, in] or [max_loras, out, in]."""
-    if weights.dim() == 4:
-        weights = weights.squeeze(1)
+    weights = by_slot(weights)
     if indices.numel() == 0:
         return None
     plan = _CACHE.plan(indices)
