@@ -44,8 +44,8 @@ _LIBRARY: Any = None
 
 
 def enabled() -> bool:
-    """Opt-in (`LORAFLEET_CPU_LORA_COMPILE=1`) until the whole test suite has run with it on
-    (docs/design/lora-throughput.md, "Status")."""
+    """Opt-in (`LORAFLEET_CPU_LORA_COMPILE=1`): every engine start then compiles, ~100 s more
+    on two cores (docs/design/lora-throughput.md, "Status")."""
     return cpu_lora_ops.enabled() and os.environ.get(ENV_SWITCH, "0").strip().lower() in (
         "1", "true", "yes", "on",
     )  # fmt: skip

@@ -111,7 +111,7 @@ def test_eight_adapters_mixed_with_base_traffic(gateway: Server, adapters: dict[
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         results = list(pool.map(lambda m: (m, greedy(gateway, m)), jobs))
     mixed_up = [(m, text) for m, text in results if text != expected[m]]
-    assert not mixed_up
+    assert not mixed_up, f"alone: {expected}"
 
 
 def test_alias_swap_under_load_fails_nothing(gateway: Server, adapters: dict[str, Path]) -> None:
@@ -126,9 +126,10 @@ def test_alias_swap_under_load_fails_nothing(gateway: Server, adapters: dict[str
     errors: list[Exception] = []
 
     def client() -> None:
+        sdk = gateway.openai(timeout=300)
         while not stop.is_set():
             try:
-                reply = gateway.openai(timeout=300).chat.completions.create(
+                reply = sdk.chat.completions.create(
                     model="swap",
                     messages=PROMPT,
                     temperature=0,
