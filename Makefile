@@ -7,8 +7,12 @@ STAMP  := $(VENV)/.lorafleet-installed
 LOCK   := requirements/cpu.lock
 GATEWAY_LOCK := requirements/gateway.lock
 PYTEST_ARGS ?=
+# llama.cpp's server for GGUF exports (adapters/training/llama_server.py looks here too). The
+# folder names the version and build: a new pin or new build flags get a new folder.
+LLAMA_CPP_PREFIX ?= $(HOME)/.cache/lorafleet/llama.cpp-11434-avx2
+LLAMA_SERVER := $(LLAMA_CPP_PREFIX)/bin/llama-server
 
-.PHONY: help install serve test test-unit test-integration lint format model demo-finetune bench lock lock-hashes clean
+.PHONY: help install llama-server serve test test-unit test-integration lint format model demo-finetune bench lock lock-hashes clean
 
 help:
 	@echo "make serve   - gateway + vLLM engine on the default model at http://127.0.0.1:8000"
@@ -39,13 +43,21 @@ serve: install
 	mkdir -p runs
 	LORAFLEET_ADAPTER_ROOTS=$${LORAFLEET_ADAPTER_ROOTS:-$(CURDIR)/runs} $(BIN)/lorafleet serve $(ARGS)
 
-test: install
+# The GGUF tests serve an export through llama.cpp: built once per machine (~5 min, 2 cores).
+# No prerequisites: a fresh clone's files are newer than a binary built before.
+$(LLAMA_SERVER):
+	PYTHON=$(BIN)/python scripts/build_llama_server.sh $(LLAMA_CPP_PREFIX)
+
+llama-server: install $(LLAMA_SERVER)
+
+test: install $(LLAMA_SERVER)
 	$(BIN)/lorafleet model fetch --quiet
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	LORAFLEET_LLAMA_SERVER=$(LLAMA_SERVER) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Synthetic court-decision extraction end to end: label, verify, train (~30 min on CPU), merge,
-# export, serve and score every arm through the gateway (scripts/demo_finetune.sh).
-demo-finetune: install
+# export, serve and score every arm through the gateway, GGUF on llama.cpp
+# (scripts/demo_finetune.sh).
+demo-finetune: install $(LLAMA_SERVER)
 	PATH=$(CURDIR)/$(BIN):$$PATH scripts/demo_finetune.sh
 
 # The product benchmark (about 25 min on 2 cores; run it on an otherwise idle machine): lorafleet

@@ -33,9 +33,9 @@ from lorafleet.server import usage as usage_store
 from lorafleet.server.announce import announce_ready
 from lorafleet.server.deps import Gateway, Lifecycle
 from lorafleet.server.engine.http import HttpClient, Timeouts, make_client
+from lorafleet.server.engine.kinds import engine_client
 from lorafleet.server.engine.pool import EnginePool
 from lorafleet.server.engine.supervisor import EngineSupervisor, has_cuda_device
-from lorafleet.server.engine.vllm_http import VLLMHttpEngine
 from lorafleet.server.errors import install_error_handlers
 from lorafleet.server.keys import KeyStore
 from lorafleet.server.limits import LocalRateLimiter, RateLimiter
@@ -93,7 +93,9 @@ def create_app(
             transport,
         )
         pools = {
-            m.name: EnginePool(m.name, [VLLMHttpEngine(u, client) for u in engine_urls[m.name]])
+            m.name: EnginePool(
+                m.name, [engine_client(m.engine_kind, u, client) for u in engine_urls[m.name]]
+            )
             for m in models
         }
         metrics = GatewayMetrics(pools, max_adapter_labels=settings.metrics_max_adapter_labels)
@@ -282,7 +284,7 @@ async def _discover(
         # A DNS hiccup (None) keeps the current replicas rather than dropping them all.
         if None not in resolved and urls != sorted(r.url for r in pool.replicas):
             log.info("engine replicas for %s: %s", pool.base_model, ", ".join(urls) or "none")
-            pool.set_engines([VLLMHttpEngine(url, client) for url in urls])
+            pool.set_engines([engine_client(model.engine_kind, url, client) for url in urls])
 
     while True:
         await survive("engine discovery", discover)

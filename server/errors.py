@@ -83,6 +83,13 @@ class ContextLengthExceededError(InvalidRequestError):
     default_code = "context_length_exceeded"
 
 
+class AdapterNotSupportedError(InvalidRequestError):
+    """The base model's engine kind serves no adapters (llama.cpp): the client's request, not
+    a failed load, so a 400 rather than a 502."""
+
+    default_code = "adapter_not_supported"
+
+
 class AuthenticationError(LorafleetError):
     status = 401
     type = "authentication_error"

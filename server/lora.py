@@ -35,7 +35,12 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from lorafleet.adapters.registry import REGISTERED, AdapterRegistry, AdapterVersion, Snapshot
 from lorafleet.server.engine.pool import Replica
-from lorafleet.server.errors import EngineError, EngineTimeoutError, LorafleetError
+from lorafleet.server.errors import (
+    AdapterNotSupportedError,
+    EngineError,
+    EngineTimeoutError,
+    LorafleetError,
+)
 from lorafleet.server.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
@@ -58,6 +63,8 @@ class Placement:
     in_flight: int = 0
     last_used: float = field(default_factory=time.monotonic)
     error: str | None = None
+    # The engine kind serves no adapters (llama.cpp): the client gets that 400, not a 502.
+    refusal: AdapterNotSupportedError | None = None
     task: asyncio.Task[None] | None = None
 
 
@@ -230,6 +237,8 @@ class AdapterManager:
                 f"adapter {version.engine_name} did not load within {self.load_timeout_s:.0f}s"
             ) from exc
         if placement.state != LoadState.READY:
+            if placement.refusal is not None:
+                raise placement.refusal
             raise EngineError(
                 f"adapter {version.engine_name} failed to load: {placement.error}",
                 code="adapter_load_failed",
@@ -242,6 +251,7 @@ class AdapterManager:
             await replica.engine.load_adapter(version.engine_name, version.path)
         except LorafleetError as exc:
             placement.state, placement.error = LoadState.FAILED, exc.message
+            placement.refusal = exc if isinstance(exc, AdapterNotSupportedError) else None
             self.metrics.load_failed(version.name)
             log.warning("loading %s on %s failed: %s", version.engine_name, replica.url, exc)
             return

@@ -55,6 +55,8 @@ class AdapterDeclaration(BaseModel):
 
 
 _MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+# The engine servers the gateway speaks to (server/engine/kinds.py).
+EngineKind = Literal["vllm", "llama.cpp"]
 
 
 def model_name_for(source: str) -> str:
@@ -76,6 +78,9 @@ class ModelSpec(BaseModel):
     source: str | None = None  # default id, HF id or directory; defaults to `name`
     engine_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
     engine_discovery: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # What runs at engine_urls: vLLM, or llama.cpp's llama-server for a GGUF export
+    # (server/engine/llamacpp_http.py; cluster mode only, and no adapters).
+    engine_kind: EngineKind = "vllm"
     # Per-model overrides of the engine_* settings (None: the gateway-wide value).
     replicas: int | None = Field(None, ge=1, le=16)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None
@@ -104,6 +109,16 @@ class ModelSpec(BaseModel):
     @classmethod
     def _discovery(cls, names: list[str]) -> list[str]:
         return _check_discovery(names)
+
+    @model_validator(mode="after")
+    def _kind_needs_cluster_mode(self) -> Self:
+        if self.engine_kind != "vllm" and not self.remote:
+            raise ValueError(
+                f"model {self.name}: engine_kind {self.engine_kind} needs engine_urls or "
+                "engine_discovery (cluster mode): local mode starts vLLM engines only; start "
+                "llama-server yourself (docs/label-and-export.md) and give its URL"
+            )
+        return self
 
     @property
     def weights(self) -> str:
@@ -158,6 +173,7 @@ class Settings(BaseSettings):
     # Cluster mode on Kubernetes: `headless-service:port` names, resolved every
     # `discovery_interval_s` to one engine per pod IP (replicas come and go with the Deployment).
     engine_discovery: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    engine_kind: EngineKind = "vllm"  # vllm or llama.cpp (ModelSpec.engine_kind)
     discovery_interval_s: float = Field(10.0, gt=0)
     # Local mode: how many engine processes to supervise, and their settings.
     replicas: int = Field(1, ge=1, le=16)
@@ -302,7 +318,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_models(self) -> Self:
         if self.models:
-            mixed = {"served_model_name", "engine_urls", "engine_discovery"} & {
+            mixed = {"served_model_name", "engine_urls", "engine_discovery", "engine_kind"} & {
                 name for name in self.model_fields_set if getattr(self, name)
             }
             if mixed:
@@ -344,6 +360,7 @@ class Settings(BaseSettings):
                 source=self.model,
                 engine_urls=self.engine_urls,
                 engine_discovery=self.engine_discovery,
+                engine_kind=self.engine_kind,
             )
         ]
 

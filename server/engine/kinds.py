@@ -1,0 +1,16 @@
+"""Which `EngineClient` speaks to a model's engines: one factory for every place that makes one
+(the app's pools and the Kubernetes discovery loop)."""
+
+from __future__ import annotations
+
+from lorafleet.server.engine.base import EngineClient
+from lorafleet.server.engine.http import HttpClient
+from lorafleet.server.engine.llamacpp_http import LlamaCppHttpEngine
+from lorafleet.server.engine.vllm_http import VLLMHttpEngine
+from lorafleet.server.settings import EngineKind
+
+
+def engine_client(kind: EngineKind, url: str, client: HttpClient) -> EngineClient:
+    if kind == "llama.cpp":
+        return LlamaCppHttpEngine(url, client)
+    return VLLMHttpEngine(url, client)
