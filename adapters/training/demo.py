@@ -13,9 +13,9 @@ Steps (`--from`/`--until` pick a range; each later step reads what earlier ones 
 (`lorafleet label` through the ground-truth oracle, or `--labeller-url/--labeller-model`),
 `verify` (`lorafleet label agreement` on the corrected review sample; a failing verdict stops
 the demo), `train` (`lorafleet train` on the labels), `merge` (`lorafleet merge`), `export`
-(`lorafleet export`: GGUF q8_0, and `--format w8a8` where it can run), `score` (a gateway per
-served model; every arm's raw predictions, `arms.json`, `serving.json`, then `demo_table`), and
-the report (docs/finetune-demo.md).
+(`lorafleet export`: GGUF q8_0 and q4_0, and `--format w8a8` where it can run), `score` (a
+gateway per served model, GGUF files on llama.cpp's server; every arm's raw predictions,
+`arms.json`, `serving.json`, then `demo_table`), and the report (docs/finetune-demo.md).
 """
 
 from __future__ import annotations
@@ -44,7 +44,12 @@ from lorafleet.adapters.training.demo_score import (
     run_arm,
     run_trivial,
 )
-from lorafleet.adapters.training.demo_serve import engine_rss, gateway, register_adapter
+from lorafleet.adapters.training.demo_serve import (
+    engine_rss,
+    gateway,
+    gguf_gateway,
+    register_adapter,
+)
 from lorafleet.adapters.training.evaluation import EvalOptions
 
 CONFIG = Path(__file__).with_name("configs") / "court-demo.yaml"
@@ -239,7 +244,27 @@ def step_score(paths: DataPaths, results: Path, args: argparse.Namespace) -> Non
             serving[arm.name].update(rss_bytes=engine_rss(gw.engine_ports[name]),
                                      size_bytes=_dir_size(directory))  # fmt: skip
             serving_path.write_text(json.dumps(serving, indent=2) + "\n")
+    for arm_name, name, gguf in gguf_models(paths):
+        if arm_name not in selected:
+            continue
+        parallel = min(args.concurrency, 32)
+        with gguf_gateway(paths.work, gguf, name, merged_dir(paths), parallel) as gw:
+            arm = Arm(arm_name, name, f"{gguf.name} on llama.cpp's llama-server")
+            serving[arm.name] = score_one(gw.url, arm, paths, results, shots, args)
+            serving[arm.name].update(rss_bytes=engine_rss(gw.engine_ports[name]),
+                                     size_bytes=gguf.stat().st_size)  # fmt: skip
+            serving_path.write_text(json.dumps(serving, indent=2) + "\n")
     print(demo_table.write(results), end="")
+
+
+def gguf_models(paths: DataPaths) -> list[tuple[str, str, Path]]:
+    """(arm, served name, file) of each GGUF the export step wrote (`court-merged-q8_0.gguf`
+    -> arm `gguf-q8_0`, served as `court-q8_0`)."""
+    models = []
+    for gguf in sorted(export_dir(paths, "gguf").glob(f"{MERGED_NAME}-*.gguf")):
+        quant = gguf.stem.removeprefix(f"{MERGED_NAME}-")
+        models.append((f"gguf-{quant}", f"court-{quant}", gguf))
+    return models
 
 
 def _base_arm(name: str, url: str, paths: DataPaths, args: argparse.Namespace) -> Arm:

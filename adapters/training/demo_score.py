@@ -35,7 +35,7 @@ from lorafleet.adapters.training.evaluation import Answer, EvalItem, EvalOptions
 
 ARMS_FILE = "arms.json"
 ARM_ORDER = ("empty", "majority", "base", "base-fewshot-schema", "adapter", "merged", "w8a8",
-             "w4a16")  # fmt: skip
+             "w4a16", "gguf-f16", "gguf-q8_0", "gguf-q4_0", "gguf-q4_1")  # fmt: skip
 _CYRILLIC = re.compile("[\u0430-\u044f]")
 ENUM_FIELDS = ("dispute_subject", "outcome", "initiator")
 

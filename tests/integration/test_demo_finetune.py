@@ -1,6 +1,7 @@
 """`make demo-finetune` at toy size: raw documents -> label (oracle) -> verify -> train (two
 steps) -> merge -> export (GGUF) -> serve (`lorafleet serve`, the base model with the adapter,
-then the merged model as a base model) -> score every arm through the OpenAI API -> table."""
+the merged model as a base model, the GGUF on llama.cpp's server behind the gateway) -> score
+every arm through the OpenAI API -> table."""
 
 from __future__ import annotations
 
@@ -12,9 +13,7 @@ import pytest
 from lorafleet.adapters.training import demo_table
 from lorafleet.adapters.training.demo import main
 
-# Also `slow` (opt-in with -m slow) until it has been seen to pass: written on a 2-core VM shared
-# with five other agents, where it could not run to the end in the time there was.
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.integration
 
 
 def test_demo_runs_end_to_end_at_toy_size(tmp_path: Path) -> None:
@@ -23,14 +22,16 @@ def test_demo_runs_end_to_end_at_toy_size(tmp_path: Path) -> None:
         "--workdir", str(work), "--results", str(results), "--report", str(report),
         "--train-examples", "16", "--valid-examples", "2", "--test-examples", "3",
         "--max-steps", "2", "--batch-size", "1", "--grad-accum", "1", "--threads", "2",
-        "--export", "gguf", "--gguf-quant", "q8_0", "--max-tokens", "48", "--shots", "1",
+        "--export", "gguf", "--gguf-quant", "q8_0", "--max-tokens", "160", "--shots", "1",
         "--speed-requests", "1",
     ]  # fmt: skip
     assert main(argv) == 0
 
     assert (work / "exports" / "gguf" / "court-merged-q8_0.gguf").is_file()
     arms = [a["name"] for a in json.loads((results / "arms.json").read_text())]
-    assert arms == ["empty", "majority", "base", "base-fewshot-schema", "adapter", "merged"]
+    assert arms == [
+        "empty", "majority", "base", "base-fewshot-schema", "adapter", "merged", "gguf-q8_0",
+    ]  # fmt: skip
     adapter = json.loads((results / "arms.json").read_text())[4]
     assert adapter["model"] == "court-demo@1"  # registered on the gateway, pinned
     for arm in arms:
@@ -41,6 +42,12 @@ def test_demo_runs_end_to_end_at_toy_size(tmp_path: Path) -> None:
     assert scores["base-fewshot-schema"]["json_valid_rate"] == 1.0
     serving = json.loads((results / demo_table.SERVING_FILE).read_text())
     assert serving["merged"]["rss_bytes"] > 100 * 2**20 and serving["merged"]["tok_s_c1"] > 0
+    # the GGUF export answered through llama.cpp's server behind the gateway
+    gguf = serving["gguf-q8_0"]
+    assert gguf["rss_bytes"] > 100 * 2**20 and gguf["tok_s_c1"] > 0
+    assert (
+        gguf["size_bytes"] == (work / "exports" / "gguf" / "court-merged-q8_0.gguf").stat().st_size
+    )
     assert demo_table.main([str(results), "--check"]) == 0
     text = report.read_text()
     assert "| `merged` |" in text and "predictions-merged.jsonl" in text
