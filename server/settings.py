@@ -321,6 +321,8 @@ class Settings(BaseSettings):
             mixed = {"served_model_name", "engine_urls", "engine_discovery", "engine_kind"} & {
                 name for name in self.model_fields_set if getattr(self, name)
             }
+            if self.engine_kind == "vllm":  # the default, however it was given
+                mixed.discard("engine_kind")
             if mixed:
                 raise ValueError(
                     f"models is set: give {', '.join(sorted(mixed))} per model "
