@@ -2,15 +2,12 @@
 
     lorafleet bench product --repeats 5 --out benchmarks/results/DATE-cpu/product
     lorafleet bench product --peer-client     # also vLLM's own `vllm bench serve`, same targets
-    lorafleet bench product --compiled        # also `serve` with LORAFLEET_CPU_LORA_COMPILE=1
 
 Started together on this machine (an idle one uses no CPU while another arm runs):
 - `serve`: `lorafleet serve` with its defaults. Local mode: the gateway starts its engine from
   the product's one engine recipe (LoRA on, the default `--max-loras`, lorafleet's CPU LoRA ops
   plugin, the base guard as `auto` decides). Only ports and state directories are set.
 - `serve-max-loras-8`: the same with `LORAFLEET_ENGINE_MAX_LORAS=8`.
-- `serve-compiled` (with `--compiled`): the same with `LORAFLEET_CPU_LORA_COMPILE=1`, the opt-in
-  that keeps vLLM's compilation on for LoRA engines; its base model and one adapter.
 - `plain-vllm` (a component, not the product): the engine `serve` starts, with LoRA off and no
   lorafleet plugin. What a user compares the product against.
 
@@ -55,9 +52,6 @@ HELP = "lorafleet serve (defaults) vs plain vLLM: base, adapters, 8 mixed; ratio
 DEFAULTS = {"repeats": 5}
 
 MAX_LORAS_8 = {"LORAFLEET_ENGINE_MAX_LORAS": "8"}
-# `--compiled`: a third `serve` with lorafleet's opt-in compilation for LoRA engines, so the
-# product decision (compile at every start, or not) rests on arms run side by side.
-COMPILED = {"LORAFLEET_CPU_LORA_COMPILE": "1"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,11 +62,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument(
         "--mixed", type=int, default=8, help="distinct adapters in the mixed arms (default 8)"
-    )
-    parser.add_argument(
-        "--compiled",
-        action="store_true",
-        help="also a `serve` with LORAFLEET_CPU_LORA_COMPILE=1: its base model and one adapter",
     )
     parser.add_argument(
         "--peer-client",
@@ -86,11 +75,10 @@ def run(ctx: BenchContext, args: argparse.Namespace) -> dict[str, Any]:
         ctx.adapter_dir, args.mixed, args.rank, "all-linear", prefix="all-linear"
     )
     qv = trained_adapters(ctx.adapter_dir, 1, args.rank, "q_proj,v_proj", prefix="qv")
-    roles = _roles(args)
-    urls = _start(ctx, roles)
-    for role in roles:
+    urls = _start(ctx)
+    for role in ("serve", "serve-max-loras-8"):
         register_via_gateway(urls[role], [*all_linear, *qv], ctx.options.served_model_name)
-    _record_commands(ctx, roles)
+    _record_commands(ctx)
     workload = Workload(
         num_requests=args.requests,
         input_len=args.input_len,
@@ -125,13 +113,6 @@ def run(ctx: BenchContext, args: argparse.Namespace) -> dict[str, Any]:
             adapters=al,
         ),
     }  # fmt: skip
-    if args.compiled:
-        arms["cbase"] = Arm("serve, compiled LoRA engine: base model", urls["serve-compiled"],
-                            model, workload)  # fmt: skip
-        arms["cal"] = Arm(
-            f"serve, compiled LoRA engine: 1 adapter, r{args.rank} all-linear",
-            urls["serve-compiled"], model, workload, adapters=al[:1],
-        )  # fmt: skip
     ctx.run_arms(list(arms.values()))
     comparisons, headline = _compare(arms, args, workload)
     extra: dict[str, Any] = {}
@@ -154,20 +135,12 @@ def run(ctx: BenchContext, args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
-def _roles(args: argparse.Namespace) -> dict[str, dict[str, str]]:
-    """Each `lorafleet serve` to start and the settings it changes from the defaults."""
-    roles: dict[str, dict[str, str]] = {"serve": {}, "serve-max-loras-8": MAX_LORAS_8}
-    if args.compiled:
-        roles["serve-compiled"] = COMPILED
-    return roles
-
-
-def _start(ctx: BenchContext, roles: dict[str, dict[str, str]]) -> dict[str, str]:
-    """Start plain vLLM and each `lorafleet serve`; wait for all of them. Role -> URL."""
+def _start(ctx: BenchContext) -> dict[str, str]:
+    """Start plain vLLM and two `lorafleet serve`; wait for all of them. Role -> URL."""
     model_dir = ctx.model_dir()
     name = ctx.options.served_model_name
     urls: dict[str, str] = {}
-    for role, settings in roles.items():
+    for role, settings in (("serve", {}), ("serve-max-loras-8", MAX_LORAS_8)):
         given = ctx.given(role)
         if given:
             raise ScenarioError(f"--target {role}=...: this scenario starts its own `serve`")
@@ -189,9 +162,9 @@ def _start(ctx: BenchContext, roles: dict[str, dict[str, str]]) -> dict[str, str
     return urls
 
 
-def _record_commands(ctx: BenchContext, roles: dict[str, dict[str, str]]) -> None:
+def _record_commands(ctx: BenchContext) -> None:
     """The engine command line each `serve` really started (read from /proc)."""
-    for role in roles:
+    for role in ("serve", "serve-max-loras-8"):
         target = ctx.targets[role]
         pid = target.process.pid if target.process else None
         commands = descendant_commands(pid) if pid else []
@@ -228,18 +201,6 @@ def _compare(
         comparison = compare(measure, arms[a], arms[b], key)
         comparisons.append(comparison)
         headline.append(headline_row(f"{measure}, output tok/s ({c})", comparison, "x", desc))
-    if "cbase" in arms:
-        compiled = [
-            ("compiled LoRA engine: serve base model / plain vLLM", "cbase", "plain"),
-            (f"compiled LoRA engine: one r{args.rank} all-linear adapter / plain vLLM base",
-             "cal", "plain"),
-            ("serve base model: compiled / eager LoRA engine", "cbase", "base"),
-            (f"one r{args.rank} all-linear adapter: compiled / eager LoRA engine", "cal", "al"),
-        ]  # fmt: skip
-        for measure, a, b in compiled:
-            comparison = compare(measure, arms[a], arms[b], key)
-            comparisons.append(comparison)
-            headline.append(headline_row(f"{measure}, output tok/s ({c})", comparison, "x", desc))
     ttft = compare(
         "median TTFT: serve base - plain vLLM", arms["base"], arms["plain"], "median_ttft_ms",
         how="delta",
