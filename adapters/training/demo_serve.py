@@ -22,7 +22,11 @@ from pathlib import Path
 
 import httpx
 
-from lorafleet.adapters.training.llama_server import LlamaServerOptions, llama_server
+from lorafleet.adapters.training.llama_server import (
+    LlamaServerOptions,
+    llama_server,
+    stop_process,
+)
 from lorafleet.adapters.training.publish import publish_adapter
 
 
@@ -82,12 +86,7 @@ def gateway(
         # local mode numbers engine ports from the base, one model after another
         yield Gateway(url, {name: engine_base + i for i, (name, _) in enumerate(models)}, log)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout_s=90)
 
 
 @contextmanager
@@ -114,12 +113,7 @@ def gguf_gateway(
             wait_ready(url, process, log, timeout_s)
             yield Gateway(url, {name: engine_port}, log)
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process, timeout_s=90)
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
