@@ -318,11 +318,15 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_models(self) -> Self:
         if self.models:
-            mixed = {"served_model_name", "engine_urls", "engine_discovery", "engine_kind"} & {
-                name for name in self.model_fields_set if getattr(self, name)
+            # Set to anything but its default, however it was given (a dump sets every field).
+            fields = type(self).model_fields
+            mixed = {
+                name
+                for name in ("served_model_name", "engine_urls", "engine_discovery", "engine_kind")
+                if name in self.model_fields_set
+                and getattr(self, name)
+                and getattr(self, name) != fields[name].get_default(call_default_factory=True)
             }
-            if self.engine_kind == "vllm":  # the default, however it was given
-                mixed.discard("engine_kind")
             if mixed:
                 raise ValueError(
                     f"models is set: give {', '.join(sorted(mixed))} per model "

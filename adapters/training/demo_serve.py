@@ -74,19 +74,11 @@ def gateway(
 ) -> Iterator[Gateway]:  # fmt: skip
     """`lorafleet serve` with `models` ((name, directory or id), ...); stopped on exit."""
     port, engine_base = free_port(), free_port()
-    log = work / "gateway" / "serve.log"
     env = gateway_env(work, engine_base, enable_lora)
-    command = serve_command(port, models)
-    print("+ " + " ".join(command[2:]).replace("lorafleet.cli", "lorafleet"), flush=True)
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, process, log, timeout_s)
+    log = work / "gateway" / "serve.log"
+    with _serve(serve_command(port, models), port, env, log, timeout_s) as url:
         # local mode numbers engine ports from the base, one model after another
         yield Gateway(url, {name: engine_base + i for i, (name, _) in enumerate(models)}, log)
-    finally:
-        stop_process(process, timeout_s=90)
 
 
 @contextmanager
@@ -104,16 +96,26 @@ def gguf_gateway(
         command = [sys.executable, "-m", "lorafleet.cli", "serve", "--port", str(port),
                    "--engine", f"http://127.0.0.1:{engine_port}", "--served-model-name", name,
                    "--model", str(source)]  # fmt: skip
-        print("+ " + " ".join(command[2:]).replace("lorafleet.cli", "lorafleet"), flush=True)
         log = logs / f"serve-{name}.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_ready(url, process, log, timeout_s)
+        with _serve(command, port, env, log, timeout_s) as url:
             yield Gateway(url, {name: engine_port}, log)
-        finally:
-            stop_process(process, timeout_s=90)
+
+
+@contextmanager
+def _serve(
+    command: list[str], port: int, env: dict[str, str], log: Path, timeout_s: float
+) -> Iterator[str]:
+    """Run a `lorafleet serve` command line listening on `port`: its URL once `/ready`,
+    stopped on exit."""
+    print("+ " + " ".join(command[2:]).replace("lorafleet.cli", "lorafleet"), flush=True)
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process, log, timeout_s)
+        yield url
+    finally:
+        stop_process(process, timeout_s=90)
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:

@@ -45,9 +45,7 @@ def exports(tmp_path_factory: pytest.TempPathFactory, base_dir: Path) -> dict[st
     return {quant: next(out.glob(f"*-{quant}.gguf")) for quant in ("f16", "q8_0")}
 
 
-def served(
-    tmp: Path, gguf: Path, name: str, base_dir: Path, adapter_root: Path | None = None
-) -> Iterator[Server]:
+def served(tmp: Path, gguf: Path, name: str, base_dir: Path) -> Iterator[Server]:
     """llama-server on `gguf`, and `lorafleet serve` in front of it."""
     port = free_port()
     options = LlamaServerOptions(context=2048, parallel=4)
@@ -56,7 +54,7 @@ def served(
             "LORAFLEET_ENGINE_KIND": "llama.cpp",
             "LORAFLEET_DATABASE_URL": f"sqlite:///{tmp / 'registry.db'}",
             "LORAFLEET_ADAPTER_STORE": str(tmp / "store"),
-            "LORAFLEET_ADAPTER_ROOTS": str(adapter_root or tmp),
+            "LORAFLEET_ADAPTER_ROOTS": str(tmp),
         }
         args = ["--engine", f"http://127.0.0.1:{port}", "--served-model-name", name,
                 "--model", str(base_dir)]  # fmt: skip
