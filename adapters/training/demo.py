@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from lorafleet.adapters.base_models import DEFAULT_MODEL_ID
+from lorafleet.adapters.manifest import MANIFEST_NAME
 from lorafleet.adapters.training import demo_data, demo_table
 from lorafleet.adapters.training.demo_data import DataPaths, read_jsonl
 from lorafleet.adapters.training.demo_report import write_report
@@ -51,6 +52,8 @@ from lorafleet.adapters.training.demo_serve import (
     register_adapter,
 )
 from lorafleet.adapters.training.evaluation import EvalOptions
+from lorafleet.adapters.training.export import EXPORT_MANIFEST
+from lorafleet.adapters.training.merge import MERGE_MANIFEST
 
 CONFIG = Path(__file__).with_name("configs") / "court-demo.yaml"
 ADAPTER_NAME = "court-demo"
@@ -83,7 +86,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--calibration-samples", type=int, default=64,
                         help="training records w8a8/w4a16 calibrate on")  # fmt: skip
     parser.add_argument("--export", action="append", choices=("gguf", "w8a8", "w4a16"),
-                        help="export formats (default: gguf and w8a8)")  # fmt: skip
+                        help="export formats (default: all three)")  # fmt: skip
     parser.add_argument("--arms", help=f"score only these arms (comma-separated: "
                         f"{','.join(ARM_ORDER)})")  # fmt: skip
     parser.add_argument("--shots", type=int, default=3, help="examples in the few-shot prompt")
@@ -169,8 +172,9 @@ def export_dir(paths: DataPaths, fmt: str) -> Path:
 def step_export(paths: DataPaths, results: Path, args: argparse.Namespace) -> None:
     """GGUF always; w8a8/w4a16 through llmcompressor, which is not in the lock: found on
     `--quant-path` (added to PYTHONPATH for the export alone, so the engines keep the lock's
-    compressed-tensors) or importable, else skipped with a note."""
-    for fmt in args.export or ("gguf", "w8a8"):
+    compressed-tensors) or importable, else skipped with a note. Both calibrate on the
+    training records: w8a8's SmoothQuant, w4a16's GPTQ."""
+    for fmt in args.export or ("gguf", "w8a8", "w4a16"):
         out = export_dir(paths, fmt)
         shutil.rmtree(out, ignore_errors=True)
         env = dict(os.environ)
@@ -186,6 +190,8 @@ def step_export(paths: DataPaths, results: Path, args: argparse.Namespace) -> No
                 continue
             extra = ["--calibration", str(paths.train),
                      "--calibration-samples", str(args.calibration_samples)]  # fmt: skip
+            if fmt == "w4a16":
+                extra.append("--gptq")
         _run([sys.executable, "-m", "lorafleet.cli", "export", str(merged_dir(paths)),
               "--format", fmt, "--output", str(out), *extra], env)  # fmt: skip
 
@@ -318,7 +324,27 @@ def _dir_size(folder: Path) -> int:
 
 
 def step_report(paths: DataPaths, results: Path, args: argparse.Namespace) -> None:
+    save_provenance(paths, results)
     write_report(args.report, results, adapter_dir(paths), paths.labels, args)
+
+
+def save_provenance(paths: DataPaths, results: Path) -> None:
+    """The manifests behind the table beside its raw predictions (`results/provenance/`):
+    label report and agreement, training, merge and export manifests, step timings."""
+    sources = {
+        "label-report.json": paths.labels / "report.json",
+        "label-agreement.json": paths.labels / "agreement.json",
+        "training-manifest.json": adapter_dir(paths) / MANIFEST_NAME,
+        "merge-manifest.json": merged_dir(paths) / MERGE_MANIFEST,
+        "step-timings.json": paths.work / "timings.json",
+    }
+    for fmt in ("gguf", "w8a8", "w4a16"):
+        sources[f"export-{fmt}.json"] = export_dir(paths, fmt) / EXPORT_MANIFEST
+    folder = results / "provenance"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, source in sources.items():
+        if source.is_file():
+            shutil.copyfile(source, folder / name)
 
 
 STEP_FUNCTIONS = {

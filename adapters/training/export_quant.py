@@ -4,8 +4,10 @@ the compressed-tensors format vLLM loads (its CPU build included).
 - `w8a8`: int8 weights (per output channel, GPTQ) and int8 activations quantised per token at
   run time, after SmoothQuant moves activation outliers into the weights. vLLM's CPU build runs
   it with oneDNN int8 matmuls (`CPUInt8ScaledMMLinearKernel`).
-- `w4a16`: 4-bit weights in groups of 128 (GPTQ, symmetric), activations left in the model's
-  dtype. vLLM's CPU build runs it with `CPUWNA16LinearKernel` (layer sizes multiples of 32).
+- `w4a16`: symmetric 4-bit weights in groups of 128 columns, or the largest of 64/32 that
+  divides every quantised layer's input size (SmolLM2's 576 is not a multiple of 128, and
+  compressed-tensors refuses partial groups); activations left in the model's dtype. vLLM's
+  CPU build runs it with `CPUWNA16LinearKernel` (layer sizes multiples of 32).
 
 Calibration is the task's own training data: the first `samples` chat records of a JSONL
 file, rendered with the model's chat template (so the calibration text is what the model will
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,7 @@ from lorafleet.adapters.training.export import (
 )
 
 SCHEMES = {"w8a8": "W8A8", "w4a16": "W4A16"}
+GROUP_SIZES = (128, 64, 32)  # w4a16: the first that divides every quantised layer's columns
 QUANT_INSTALL = (
     "pip install --no-deps --target /opt/lorafleet-quant 'llmcompressor==0.14.0.1' "
     "'compressed-tensors==0.19.0', then run with PYTHONPATH=/opt/lorafleet-quant "
@@ -59,9 +63,32 @@ def calibration_texts(path: Path, tokenizer: Any, samples: int) -> list[str]:
     return texts
 
 
-def recipe(fmt: str, calibrated: bool, gptq: bool) -> list[Any]:
+def group_size(columns: Iterable[int]) -> int:
+    """The w4a16 group: the largest of `GROUP_SIZES` that divides every layer's input size."""
+    sizes = set(columns)
+    for size in GROUP_SIZES:
+        if all(c % size == 0 for c in sizes):
+            return size
+    raise ExportError(
+        f"--format w4a16 needs layer input sizes that are multiples of 32 (found "
+        f"{sorted(sizes)}); vLLM's 4-bit kernels need that too"
+    )
+
+
+def linear_columns(model: Any) -> list[int]:
+    """Input sizes of the Linear layers the recipe quantises (all but `lm_head`)."""
+    import torch
+
+    return [
+        m.in_features
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and not name.endswith("lm_head")
+    ]
+
+
+def recipe(fmt: str, calibrated: bool, gptq: bool, group: int = 128) -> list[Any]:
     """With calibration data: SmoothQuant (w8a8 only) then GPTQ or round-to-nearest weights;
-    without: round-to-nearest weights alone (data-free)."""
+    without: round-to-nearest weights alone (data-free). `group`: w4a16's group size."""
     # not in the lock (see the module docstring), so no types for mypy
     from llmcompressor.modifiers.quantization import (  # type: ignore[import-not-found]
         GPTQModifier,
@@ -72,19 +99,30 @@ def recipe(fmt: str, calibrated: bool, gptq: bool) -> list[Any]:
     )
 
     kind = GPTQModifier if gptq else QuantizationModifier
-    weights = kind(targets="Linear", scheme=SCHEMES[fmt], ignore=["lm_head"])
+    if fmt == "w4a16":
+        from compressed_tensors.quantization import (  # type: ignore[import-untyped]
+            QuantizationArgs,
+            QuantizationScheme,
+        )
+
+        args = QuantizationArgs(num_bits=4, type="int", strategy="group", group_size=group,
+                                symmetric=True, dynamic=False)  # fmt: skip
+        scheme = QuantizationScheme(targets=["Linear"], weights=args)
+        weights = kind(config_groups={"group_0": scheme}, ignore=["lm_head"])
+    else:
+        weights = kind(targets="Linear", scheme=SCHEMES[fmt], ignore=["lm_head"])
     if fmt == "w8a8" and calibrated:
         return [SmoothQuantModifier(smoothing_strength=0.8), weights]
     return [weights]
 
 
-def describe(fmt: str, calibrated: bool, gptq: bool) -> str:
+def describe(fmt: str, calibrated: bool, gptq: bool, group: int = 128) -> str:
     how = "GPTQ" if gptq else "round-to-nearest"
     if fmt == "w8a8":
         smooth = "SmoothQuant (strength 0.8, calibrated) + " if calibrated else ""
         return (f"llmcompressor {smooth}{how} weights, scheme W8A8: int8 weights per output "
                 "channel, int8 activations per token (dynamic), lm_head unquantised")  # fmt: skip
-    return (f"llmcompressor {how}, scheme W4A16: symmetric int4 weights in groups of 128, "
+    return (f"llmcompressor {how}, scheme W4A16: symmetric int4 weights in groups of {group}, "
             "activations in the model's dtype, lm_head unquantised")  # fmt: skip
 
 
@@ -112,7 +150,8 @@ def quantize(
     started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    steps = recipe(fmt, calibration is not None, gptq)
+    group = group_size(linear_columns(model)) if fmt == "w4a16" else 128
+    steps = recipe(fmt, calibration is not None, gptq, group)
     texts: list[str] = []
     if calibration is None:
         oneshot(model=model, recipe=steps)
@@ -125,7 +164,7 @@ def quantize(
     model.save_pretrained(output_dir, save_compressed=True)
     tokenizer.save_pretrained(output_dir)
     manifest = export_manifest(model_dir, output_dir, fmt, calibration, len(texts), max_length)
-    manifest["method"] = describe(fmt, calibration is not None, gptq)
+    manifest["method"] = describe(fmt, calibration is not None, gptq, group)
     manifest["seconds"] = round(time.perf_counter() - started, 1)
     (output_dir / EXPORT_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

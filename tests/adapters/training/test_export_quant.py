@@ -16,6 +16,8 @@ from lorafleet.adapters.training.export_quant import (
     QUANT_INSTALL,
     calibration_texts,
     export_manifest,
+    group_size,
+    linear_columns,
     quantize,
 )
 from lorafleet.adapters.training.synthetic import generate, write_jsonl
@@ -109,3 +111,18 @@ def test_manifest_records_sources_method_calibration_and_sizes(
     assert manifest["calibration_data_sha256"].startswith("sha256:")
     assert manifest["calibration_samples"] == 5
     assert manifest["bytes"] == 12 and len(manifest["files"]) == 2
+
+
+def test_w4a16_group_is_the_largest_that_divides_every_layer() -> None:
+    import torch
+
+    # SmolLM2-135M: 576 (hidden) and 1536 (MLP) columns; 576 is not a multiple of 128
+    assert group_size([576, 1536]) == 64
+    assert group_size([4096, 11008]) == 128  # Llama-2-7B
+    assert group_size([800]) == 32
+    with pytest.raises(ExportError, match="multiples of 32"):
+        group_size([576, 100])
+    model = torch.nn.ModuleDict({"up": torch.nn.Linear(576, 1536),
+                                 "down": torch.nn.Linear(1536, 576),
+                                 "lm_head": torch.nn.Linear(576, 10)})  # fmt: skip
+    assert sorted(linear_columns(model)) == [576, 1536]
