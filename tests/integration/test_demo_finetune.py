@@ -17,9 +17,9 @@ pytestmark = pytest.mark.integration
 
 
 def test_demo_runs_end_to_end_at_toy_size(tmp_path: Path) -> None:
-    work, results, report = tmp_path / "work", tmp_path / "results", tmp_path / "demo.md"
+    work, results = tmp_path / "work", tmp_path / "results"
     argv = [
-        "--workdir", str(work), "--results", str(results), "--report", str(report),
+        "--workdir", str(work), "--results", str(results),
         "--train-examples", "16", "--valid-examples", "2", "--test-examples", "3",
         "--max-steps", "2", "--batch-size", "1", "--grad-accum", "1", "--threads", "2",
         "--export", "gguf", "--gguf-quant", "q8_0", "--max-tokens", "160", "--shots", "1",
@@ -49,5 +49,13 @@ def test_demo_runs_end_to_end_at_toy_size(tmp_path: Path) -> None:
         gguf["size_bytes"] == (work / "exports" / "gguf" / "court-merged-q8_0.gguf").stat().st_size
     )
     assert demo_table.main([str(results), "--check"]) == 0
-    text = report.read_text()
+    text = (results / "report.md").read_text()  # the run's report sits beside its data
     assert "| `merged` |" in text and "predictions-merged.jsonl" in text
+    # the manifests behind the table are kept beside it
+    kept = sorted(p.name for p in (results / "provenance").iterdir())
+    assert kept == [
+        "export-gguf.json", "label-agreement.json", "label-report.json",
+        "merge-manifest.json", "step-timings.json", "training-manifest.json",
+    ]  # fmt: skip
+    timings = json.loads((results / "provenance" / "step-timings.json").read_text())
+    assert set(timings) >= {"train", "export", "score"}

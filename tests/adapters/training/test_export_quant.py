@@ -1,6 +1,6 @@
 """`lorafleet export --format w8a8 | w4a16`: usage errors, the missing-llmcompressor message,
 the calibration texts and the manifest. (Quantising a real model and serving it with vLLM is
-`tests/integration/test_quantized_export.py`; llmcompressor is not in the lock.)"""
+`tests/integration/test_quantized_export.py`.)"""
 
 from __future__ import annotations
 
