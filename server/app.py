@@ -74,6 +74,13 @@ def create_app(
 ) -> FastAPI:
     models = settings.served_models
     engine_urls = supervisor.urls() if supervisor else {m.name: m.engine_urls for m in models}
+    # Models whose engines run LoRA: local mode decides per model (a quantised checkpoint on a
+    # CPU engine runs without), cluster mode takes engine_enable_lora for every engine.
+    lora = (
+        supervisor.lora_models()
+        if supervisor
+        else {m.name for m in models if settings.engine_enable_lora}
+    )
     for model in models:
         if not engine_urls.get(model.name) and not model.engine_discovery:
             raise ValueError(
@@ -94,7 +101,11 @@ def create_app(
         )
         pools = {
             m.name: EnginePool(
-                m.name, [engine_client(m.engine_kind, u, client) for u in engine_urls[m.name]]
+                m.name,
+                [
+                    engine_client(m.engine_kind, u, client, lora=m.name in lora)
+                    for u in engine_urls[m.name]
+                ],
             )
             for m in models
         }
@@ -215,8 +226,8 @@ def _wants_guard(settings: Settings, model: ModelSpec, supervisor: EngineSupervi
     # is needed.
     # Cluster engines may be GPUs or stock vLLM CPU images: opt in there.
     return (
-        settings.engine_enable_lora
-        and supervisor is not None
+        supervisor is not None
+        and model.name in supervisor.lora_models()
         and not has_cuda_device()
         and not cpu_lora_ops.enabled()
     )
@@ -284,7 +295,10 @@ async def _discover(
         # A DNS hiccup (None) keeps the current replicas rather than dropping them all.
         if None not in resolved and urls != sorted(r.url for r in pool.replicas):
             log.info("engine replicas for %s: %s", pool.base_model, ", ".join(urls) or "none")
-            pool.set_engines([engine_client(model.engine_kind, url, client) for url in urls])
+            lora = settings.engine_enable_lora
+            pool.set_engines(
+                [engine_client(model.engine_kind, url, client, lora=lora) for url in urls]
+            )
 
     while True:
         await survive("engine discovery", discover)

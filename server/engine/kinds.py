@@ -10,7 +10,10 @@ from lorafleet.server.engine.vllm_http import VLLMHttpEngine
 from lorafleet.server.settings import EngineKind
 
 
-def engine_client(kind: EngineKind, url: str, client: HttpClient) -> EngineClient:
+def engine_client(
+    kind: EngineKind, url: str, client: HttpClient, *, lora: bool = True
+) -> EngineClient:
+    """`lora`: whether the engine was started with LoRA (False: adapters get a 400)."""
     if kind == "llama.cpp":
-        return LlamaCppHttpEngine(url, client)
-    return VLLMHttpEngine(url, client)
+        return LlamaCppHttpEngine(url, client)  # never serves per-request adapters
+    return VLLMHttpEngine(url, client, lora=lora)

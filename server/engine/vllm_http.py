@@ -16,6 +16,7 @@ from lorafleet.server import context as request_context
 from lorafleet.server.engine.base import Endpoint, EngineClient, EngineResult, EngineStream
 from lorafleet.server.engine.http import HttpClient, HttpResponse, HttpStream
 from lorafleet.server.errors import (
+    AdapterNotSupportedError,
     ContextLengthExceededError,
     EngineError,
     LorafleetError,
@@ -29,9 +30,10 @@ _CONTEXT_PARAMS = frozenset({"input_tokens", "input_text"})
 
 
 class VLLMHttpEngine(EngineClient):
-    def __init__(self, url: str, client: HttpClient) -> None:
+    def __init__(self, url: str, client: HttpClient, *, lora: bool = True) -> None:
         self.url = url.rstrip("/")
         self._client = client
+        self.lora = lora  # False: the engine runs without LoRA, adapters are refused
 
     def __repr__(self) -> str:
         return f"VLLMHttpEngine({self.url!r})"
@@ -86,6 +88,13 @@ class VLLMHttpEngine(EngineClient):
         return data
 
     async def load_adapter(self, name: str, path: str) -> None:
+        if not self.lora:
+            raise AdapterNotSupportedError(
+                f"adapter {name!r} cannot be served: this base model's engines run without "
+                "LoRA (a quantised checkpoint on vLLM's CPU build, or engine_enable_lora off); "
+                "serve adapters on a full-precision base model",
+                param="model",
+            )
         payload = {"lora_name": name, "lora_path": path, "load_inplace": False}
         response = await self._post_json("/v1/load_lora_adapter", payload)
         # vLLM answers 400 "already loaded" for a repeated load: loading is idempotent for us.

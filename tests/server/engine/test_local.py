@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from lorafleet.server.engine import local
 from lorafleet.server.engine.ports import port_in_use
+from lorafleet.server.engine.supervisor import EngineProcess, EngineSupervisor
 from lorafleet.server.settings import Settings
 
 
@@ -73,3 +75,45 @@ def test_a_pinned_port_in_use_stops_start_up_with_one_line(
     assert local.build_supervisor(Settings(engine_port_base=port)).urls() == {
         "smollm2-135m-instruct": [f"http://127.0.0.1:{port}"]
     }
+
+
+def quantised(path: Path, method: str = "compressed-tensors") -> Path:
+    path.mkdir()
+    config = {"model_type": "llama", "quantization_config": {"quant_method": method}}
+    (path / "config.json").write_text(json.dumps(config))
+    return path
+
+
+def test_a_quantised_checkpoint_gets_cpu_engines_without_lora(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(
+        models=[{"name": "merged", "source": "/srv/merged"}, {"name": "w4a16", "source": "/q"}],
+        engine_port_base=9100,
+    )
+    (tmp_path / "merged").mkdir()
+    (tmp_path / "merged" / "config.json").write_text('{"model_type": "llama"}')
+    dirs = {"merged": tmp_path / "merged", "w4a16": quantised(tmp_path / "w4a16")}
+    specs = local.engine_specs(settings, dirs)
+    assert [(s.base_model, s.recipe.enable_lora) for s in specs] == [
+        ("merged", True),
+        ("w4a16", False),
+    ]
+    assert "--enable-lora" not in specs[1].recipe.args()
+    supervisor = EngineSupervisor([EngineProcess(spec, f"e{i}") for i, spec in enumerate(specs)])
+    assert supervisor.lora_models() == {"merged"}
+    # vLLM's CUDA build stacks LoRA on quantised layers: there the setting decides
+    monkeypatch.setattr(local, "has_cuda_device", lambda: True)
+    assert all(s.recipe.enable_lora for s in local.engine_specs(settings, dirs))
+    off = Settings(models=settings.models, engine_port_base=9100, engine_enable_lora=False)
+    assert not any(s.recipe.enable_lora for s in local.engine_specs(off, dirs))
+
+
+def test_quantization_method_reads_the_checkpoints_config(tmp_path: Path) -> None:
+    assert local.quantization_method(quantised(tmp_path / "q", "gptq")) == "gptq"
+    assert local.quantization_method(tmp_path / "missing") is None
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text("[1, 2]")
+    assert local.quantization_method(tmp_path / "bad") is None
+    (tmp_path / "bad" / "config.json").write_text("{not json")
+    assert local.quantization_method(tmp_path / "bad") is None

@@ -9,6 +9,7 @@ from lorafleet.server.engine.base import Endpoint
 from lorafleet.server.engine.http import HttpxClient, Timeouts
 from lorafleet.server.engine.vllm_http import VLLMHttpEngine
 from lorafleet.server.errors import (
+    AdapterNotSupportedError,
     ContextLengthExceededError,
     EngineTimeoutError,
     EngineUnavailableError,
@@ -61,3 +62,19 @@ async def test_transport_failures() -> None:
     with pytest.raises(EngineTimeoutError):
         await engine_with(httpx.MockTransport(stall)).generate(Endpoint.CHAT, {}, "id")
     assert not await engine_with(httpx.MockTransport(refuse)).health()
+
+
+async def test_an_engine_without_lora_refuses_adapters_before_asking_it() -> None:
+    asked: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        return httpx.Response(404)
+
+    engine = VLLMHttpEngine(
+        "http://engine", HttpxClient(Timeouts(5.0, 5.0), httpx.MockTransport(handler)), lora=False
+    )
+    with pytest.raises(AdapterNotSupportedError) as raised:
+        await engine.load_adapter("court", "/store/court")
+    assert raised.value.status == 400 and raised.value.code == "adapter_not_supported"
+    assert "without LoRA" in raised.value.message and asked == []
