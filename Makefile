@@ -11,8 +11,11 @@ PYTEST_ARGS ?=
 # folder names the version and build: a new pin or new build flags get a new folder.
 LLAMA_CPP_PREFIX ?= $(HOME)/.cache/lorafleet/llama.cpp-11434-avx2
 LLAMA_SERVER := $(LLAMA_CPP_PREFIX)/bin/llama-server
+# llmcompressor for calibrated quantised exports, beside the lock (requirements/quant.txt says why)
+QUANT_PATH   := $(CURDIR)/$(VENV)/quant
+QUANT_STAMP  := $(QUANT_PATH)/.lorafleet-installed
 
-.PHONY: help install llama-server serve test test-unit test-integration lint format model demo-finetune bench lock lock-hashes clean
+.PHONY: help install quant-tools llama-server serve test test-unit test-integration lint format model demo-finetune bench lock lock-hashes clean
 
 help:
 	@echo "make serve   - gateway + vLLM engine on the default model at http://127.0.0.1:8000"
@@ -43,6 +46,13 @@ serve: install
 	mkdir -p runs
 	LORAFLEET_ADAPTER_ROOTS=$${LORAFLEET_ADAPTER_ROOTS:-$(CURDIR)/runs} $(BIN)/lorafleet serve $(ARGS)
 
+$(QUANT_STAMP): requirements/quant.txt $(STAMP)
+	rm -rf $(QUANT_PATH)
+	$(BIN)/python -m pip install -q --no-deps --require-hashes --target $(QUANT_PATH) -r requirements/quant.txt
+	@touch $(QUANT_STAMP)
+
+quant-tools: $(QUANT_STAMP)
+
 # The GGUF tests serve an export through llama.cpp: built once per machine (~5 min, 2 cores).
 # No prerequisites: a fresh clone's files are newer than a binary built before.
 $(LLAMA_SERVER):
@@ -50,15 +60,17 @@ $(LLAMA_SERVER):
 
 llama-server: install $(LLAMA_SERVER)
 
-test: install $(LLAMA_SERVER)
+test: install $(LLAMA_SERVER) $(QUANT_STAMP)
 	$(BIN)/lorafleet model fetch --quiet
-	LORAFLEET_LLAMA_SERVER=$(LLAMA_SERVER) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	LORAFLEET_LLAMA_SERVER=$(LLAMA_SERVER) LORAFLEET_QUANT_PATH=$(QUANT_PATH) \
+		$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Synthetic court-decision extraction end to end: label, verify, train (~30 min on CPU), merge,
-# export, serve and score every arm through the gateway, GGUF on llama.cpp
-# (scripts/demo_finetune.sh).
-demo-finetune: install $(LLAMA_SERVER)
-	PATH=$(CURDIR)/$(BIN):$$PATH scripts/demo_finetune.sh
+# export (GGUF; w8a8 and w4a16 calibrated by llmcompressor), serve and score every arm through
+# the gateway, GGUF on llama.cpp (scripts/demo_finetune.sh).
+demo-finetune: install $(LLAMA_SERVER) $(QUANT_STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH LORAFLEET_QUANT_PATH=$${LORAFLEET_QUANT_PATH:-$(QUANT_PATH)} \
+		scripts/demo_finetune.sh
 
 # The product benchmark (about 25 min on 2 cores; run it on an otherwise idle machine): lorafleet
 # serve with its defaults vs plain vLLM, 5 repeats, then the results index and README's table.

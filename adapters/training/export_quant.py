@@ -43,8 +43,8 @@ from lorafleet.adapters.training.export import (
 SCHEMES = {"w8a8": "W8A8", "w4a16": "W4A16"}
 GROUP_SIZES = (128, 64, 32)  # w4a16: the first that divides every quantised layer's columns
 QUANT_INSTALL = (
-    "pip install --no-deps --target /opt/lorafleet-quant 'llmcompressor==0.14.0.1' "
-    "'compressed-tensors==0.19.0', then run with PYTHONPATH=/opt/lorafleet-quant "
+    "pip install --no-deps --target DIR 'llmcompressor==0.14.0.1' 'compressed-tensors==0.19.0' "
+    "(in a checkout: make quant-tools, DIR=.venv/quant), then run with PYTHONPATH=DIR "
     "(docs/label-and-export.md)"
 )
 
