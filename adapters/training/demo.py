@@ -184,13 +184,14 @@ def step_export(paths: DataPaths, results: Path, args: argparse.Namespace) -> No
         out = export_dir(paths, fmt)
         shutil.rmtree(out, ignore_errors=True)
         env = dict(os.environ)
-        extra = [f"--quant={q}" for q in args.gguf_quant or ("q8_0", "q4_0")]
-        if fmt != "gguf":
+        if fmt == "gguf":
+            extra = [f"--quant={q}" for q in args.gguf_quant or ("q8_0", "q4_0")]
+        else:
             extra = quant_flags(fmt, calibrated, paths.train, args.calibration_samples)
-        if fmt != "gguf" and args.quant_path:
-            env["PYTHONPATH"] = os.pathsep.join(
-                p for p in (str(args.quant_path), env.get("PYTHONPATH")) if p
-            )
+            if args.quant_path:
+                env["PYTHONPATH"] = os.pathsep.join(
+                    p for p in (str(args.quant_path), env.get("PYTHONPATH")) if p
+                )
         _run([sys.executable, "-m", "lorafleet.cli", "export", str(merged_dir(paths)),
               "--format", fmt, "--output", str(out), *extra], env)  # fmt: skip
 
