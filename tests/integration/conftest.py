@@ -7,6 +7,7 @@ wait for `/ready`, and print the server's log if it never gets there or when a t
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -28,6 +29,37 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def free_port_run(count: int) -> int:
+    """The first of `count` consecutive ports nothing holds now, for LORAFLEET_ENGINE_PORT_BASE
+    where a test must know its engines' ports. Drawn below the kernel's ephemeral range: a base
+    from `free_port()` lies inside it, where base + 1 can be the local end of any client
+    connection on the machine (one CI run lost a fixture that way)."""
+    low = _ephemeral_range()[0]
+    for _ in range(200):
+        base = random.randrange(20000, low - count)
+        if not any(_held(port) for port in range(base, base + count)):
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports below {low}")
+
+
+def _held(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
 
 
 @dataclass
@@ -91,7 +123,7 @@ def wait_ready(server: Server, timeout_s: float = STARTUP_TIMEOUT_S) -> float:
 @pytest.fixture(scope="session")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """`lorafleet serve` in local mode: it starts and supervises its own vLLM engine."""
-    engine_port = free_port()
+    engine_port = free_port_run(1)
     state = tmp_path_factory.mktemp("gateway")
     adapter_root = tmp_path_factory.getbasetemp() / "adapter-sources"
     adapter_root.mkdir(exist_ok=True)

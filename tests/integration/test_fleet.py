@@ -13,7 +13,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.integration.conftest import MODEL, Server, free_port, start_server, wait_ready
+from tests.integration.conftest import MODEL, Server, free_port_run, start_server, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -89,7 +89,7 @@ def test_sigterm_drains_streams_then_exits_0(gateway: Server, tmp_path: Path) ->
 
 
 def test_two_replicas_survive_the_loss_of_either(tmp_path: Path) -> None:
-    engine_port = free_port()
+    engine_port = free_port_run(2)
     env = {
         "LORAFLEET_ENGINE_PORT_BASE": str(engine_port),
         "LORAFLEET_ENGINE_KV_CACHE_GIB": "1",

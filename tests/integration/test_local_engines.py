@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from lorafleet.server.engine.ports import port_in_use
-from tests.integration.conftest import free_port, start_server, wait_ready
+from tests.integration.conftest import free_port_run, start_server, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +29,7 @@ def alive(process: psutil.Process) -> bool:
 
 
 def test_a_sigkilled_gateway_leaves_no_engine_behind(tmp_path: Path) -> None:
-    engine_port = free_port()
+    engine_port = free_port_run(1)
     env = {
         "LORAFLEET_ENGINE_PORT_BASE": str(engine_port),
         "LORAFLEET_ENGINE_KV_CACHE_GIB": "1",

@@ -11,7 +11,7 @@ import pytest
 
 from lorafleet.adapters.base_models import fetch_model, model_info
 from tests.adapter_factory import make_lora_dir
-from tests.integration.conftest import Server, free_port, start_server, wait_ready
+from tests.integration.conftest import Server, start_server, wait_ready
 from tests.merged_model import COURT_MESSAGES, merged_model_dir
 
 pytestmark = pytest.mark.integration
@@ -27,7 +27,6 @@ def two_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve
     roots = state / "adapter-sources"
     roots.mkdir()
     env = {
-        "LORAFLEET_ENGINE_PORT_BASE": str(free_port()),
         "LORAFLEET_ENGINE_KV_CACHE_GIB": "1",
         "LORAFLEET_DATABASE_URL": f"sqlite:///{state / 'registry.db'}",
         "LORAFLEET_ADAPTER_STORE": str(state / "store"),

@@ -43,7 +43,6 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def served(exports: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     state = tmp_path_factory.mktemp("quantized-serve")
     env = {
-        "LORAFLEET_ENGINE_PORT_BASE": str(free_port()),
         "LORAFLEET_ENGINE_KV_CACHE_GIB": "1",
         "LORAFLEET_ADAPTER_ROOTS": str(state),
         "LORAFLEET_DATABASE_URL": f"sqlite:///{state / 'registry.db'}",

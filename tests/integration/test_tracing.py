@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.conftest import MODEL, free_port, start_server, wait_ready
+from tests.integration.conftest import MODEL, free_port_run, start_server, wait_ready
 from tests.otlp_receiver import Receiver
 
 pytestmark = pytest.mark.integration
@@ -33,7 +33,7 @@ def receiver() -> Iterator[Receiver]:
 
 
 def test_gateway_and_vllm_spans_share_the_clients_trace(receiver: Receiver, tmp_path: Path) -> None:
-    engine_port = free_port()
+    engine_port = free_port_run(1)
     env = {
         "LORAFLEET_ENGINE_PORT_BASE": str(engine_port),
         "LORAFLEET_ENGINE_KV_CACHE_GIB": "2",
