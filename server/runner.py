@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +14,11 @@ from starlette.types import ASGIApp
 from lorafleet.server.app import create_app
 from lorafleet.server.bounded_http import BoundedHttpToolsProtocol
 from lorafleet.server.deps import Lifecycle
-from lorafleet.server.engine.local import build_supervisor
+from lorafleet.server.engine.local import (
+    EXIT_NOT_SERVABLE,
+    ModelNotServableError,
+    build_supervisor,
+)
 from lorafleet.server.logs import configure_logging
 from lorafleet.server.settings import Settings
 
@@ -51,7 +56,11 @@ class DrainingServer(uvicorn.Server):
 
 def serve(settings: Settings) -> int:
     configure_logging(settings.log_level, settings.log_format)
-    supervisor = build_supervisor(settings) if settings.local_mode else None
+    try:
+        supervisor = build_supervisor(settings) if settings.local_mode else None
+    except ModelNotServableError as exc:
+        print(f"lorafleet serve: {exc}", file=sys.stderr)
+        return EXIT_NOT_SERVABLE
     app = create_app(settings, supervisor=supervisor)
     log.info(
         "lorafleet gateway on http://%s:%d (%s mode, base models %s)",

@@ -28,6 +28,7 @@ from lorafleet.adapters.training.llama_server import (
     stop_process,
 )
 from lorafleet.adapters.training.publish import publish_adapter
+from lorafleet.server.engine.local import EXIT_NOT_SERVABLE
 
 
 @dataclass(frozen=True)
@@ -117,16 +118,21 @@ def _serve(
 
 
 class ServeRefusedError(RuntimeError):
-    """`lorafleet serve` exited before it was ready; the message is its last log line (for a
-    model this machine cannot run, the one-line reason it gives)."""
+    """`lorafleet serve` refused a model this machine cannot run (exit status
+    EXIT_NOT_SERVABLE); the message is the one-line reason it gave."""
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
+    """Return once `/ready` answers 200. A refusal raises ServeRefusedError; any other exit
+    before that (a crash) raises RuntimeError, so the demo fails instead of listing it."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if process.poll() is not None:
+        if (code := process.poll()) is not None:
             lines = log.read_text(errors="replace").strip().splitlines() or [f"see {log}"]
-            raise ServeRefusedError(lines[-1])
+            if code == EXIT_NOT_SERVABLE:
+                raise ServeRefusedError(lines[-1])
+            raise RuntimeError(f"lorafleet serve exited with {code} before it was ready: "
+                               f"{lines[-1]} (see {log})")  # fmt: skip
         try:
             if httpx.get(url + "/ready", timeout=5).status_code == 200:
                 return

@@ -74,12 +74,21 @@ def int4_kernel_available() -> bool:
     return has_cuda_device() or AVX512_FLAGS.issubset(cpu_flags())
 
 
+# `lorafleet serve`'s exit status when a model cannot run on this machine (sysexits' EX_CONFIG):
+# scripts tell "this machine cannot serve that format" from a crash (1) or bad settings (2).
+EXIT_NOT_SERVABLE = 78
+
+
+class ModelNotServableError(Exception):
+    """A model this machine's engines cannot run; the message is one line saying why."""
+
+
 def check_servable(model: ModelSpec, model_dir: Path) -> None:
     """Refuse at start-up, in one line, a model this machine's engines cannot run, instead of
     an engine that dies and is restarted forever."""
     if int4_weights(model_dir) and not int4_kernel_available():
-        raise SystemExit(f"lorafleet serve: {model.name} ({model_dir}) has 4-bit weights, and "
-                         f"{NO_INT4_ON_AVX2}")  # fmt: skip
+        raise ModelNotServableError(f"{model.name} ({model_dir}) has 4-bit weights, and "
+                                    f"{NO_INT4_ON_AVX2}")  # fmt: skip
 
 
 def lora_enabled(settings: Settings, model: ModelSpec, model_dir: Path) -> bool:
@@ -143,7 +152,8 @@ def _recipe(settings: Settings, model: ModelSpec, model_dir: Path, port: int) ->
 
 
 def build_supervisor(settings: Settings) -> EngineSupervisor:
-    """Fetch every model (the default one is built on first use) and plan its engines."""
+    """Fetch every model (the default one is built on first use) and plan its engines.
+    Raises ModelNotServableError for a model this machine cannot run."""
     try:
         dirs = {m.name: fetch_model(m.weights, settings.cache_dir) for m in settings.served_models}
     except ModelFetchError as exc:

@@ -163,10 +163,10 @@ def test_4_bit_weights_are_refused_at_start_up_where_the_cpu_has_no_int4_kernel(
     if servable:
         assert isinstance(local.build_supervisor(settings), EngineSupervisor)
         return
-    with pytest.raises(SystemExit) as caught:
+    with pytest.raises(local.ModelNotServableError) as caught:
         local.build_supervisor(settings)
     message = str(caught.value)
-    assert message.startswith("lorafleet serve: court-w4a16 (") and "cpu_gemm_wna16" in message
+    assert message.startswith("court-w4a16 (") and "cpu_gemm_wna16" in message
     assert "w8a8" in message and "\n" not in message
     # an 8-bit export on the same machine starts
     w8a8 = int4_checkpoint(tmp_path / "w8a8", bits=8)
