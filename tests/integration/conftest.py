@@ -20,6 +20,8 @@ import httpx
 import pytest
 from openai import OpenAI
 
+from lorafleet.server.engine.ports import port_in_use
+
 MODEL = "smollm2-135m-instruct"
 STARTUP_TIMEOUT_S = 600
 
@@ -47,19 +49,9 @@ def free_port_run(count: int) -> int:
     low = _ephemeral_range()[0]
     for _ in range(200):
         base = random.randrange(20000, low - count)
-        if not any(_held(port) for port in range(base, base + count)):
+        if not any(port_in_use("127.0.0.1", port) for port in range(base, base + count)):
             return base
     raise RuntimeError(f"no {count} consecutive free ports below {low}")
-
-
-def _held(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
 
 
 @dataclass
