@@ -63,7 +63,7 @@ llama-server: install $(LLAMA_SERVER)
 test: install $(LLAMA_SERVER) $(QUANT_STAMP)
 	$(BIN)/lorafleet model fetch --quiet
 	LORAFLEET_LLAMA_SERVER=$(LLAMA_SERVER) LORAFLEET_QUANT_PATH=$(QUANT_PATH) \
-		$(BIN)/python -m pytest $(PYTEST_ARGS)
+		$(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
 
 # Synthetic court-decision extraction end to end: label, verify, train (~30 min on CPU), merge,
 # export (GGUF; w8a8 and w4a16 calibrated by llmcompressor), serve and score every arm through
