@@ -352,7 +352,11 @@ def test_engine_pools_run_lorafleets_engine_recipe(name: str) -> None:
     """One recipe for starting vLLM: every pool's command, args and environment are exactly
     what server/engine/recipe.py makes of the same settings."""
     values = DEFAULT_VALUES if name == "defaults" else load_values(name)
-    pools = values.get("engines") or yaml.safe_load((CHART / "values.yaml").read_text())["engines"]
+    pools = (
+        values["engines"]
+        if "engines" in values
+        else yaml.safe_load((CHART / "values.yaml").read_text())["engines"]
+    )
     deployments = {d["metadata"]["labels"]["lorafleet.io/pool"]: d for d in engines(rendered(name))}
     assert set(deployments) == {pool["name"] for pool in pools}
     otlp = values.get("monitoring", {}).get("otlpEndpoint", "")
@@ -387,7 +391,7 @@ def test_rollouts_wait_for_the_startup_budget(name: str) -> None:
         probe = container(deployment)["startupProbe"]
         budgets.append(probe["periodSeconds"] * probe["failureThreshold"])
         assert deployment["spec"]["progressDeadlineSeconds"] > budgets[-1]
-    assert gateway(manifests)["spec"]["progressDeadlineSeconds"] > max(budgets)
+    assert gateway(manifests)["spec"]["progressDeadlineSeconds"] > max(budgets, default=0)
 
 
 @pytest.mark.parametrize("name", GPU_VALUES)
@@ -530,10 +534,14 @@ def test_gateway_discovers_every_pool_through_its_headless_service(
     manifests = rendered(name)
     settings = gateway_reads(manifests, monkeypatch)
     services = {s["metadata"]["name"]: s for s in of_kind(manifests, "Service")}
+    pools, external = values["engines"], values["gateway"].get("externalModels", [])
     models = settings.served_models
-    assert [m.name for m in models] == [pool["servedModelName"] for pool in values["engines"]]
+    names = [pool["servedModelName"] for pool in pools] + [model["name"] for model in external]
+    assert [m.name for m in models] == names
     assert not settings.local_mode
-    for model, pool, deployment in zip(models, values["engines"], engines(manifests), strict=True):
+    for model, pool, deployment in zip(
+        models[: len(pools)], pools, engines(manifests), strict=True
+    ):
         (target,) = model.engine_discovery
         host, port = target.rsplit(":", 1)
         service_name, namespace, *_ = host.split(".")
@@ -563,13 +571,18 @@ def test_two_pools_are_two_base_models(monkeypatch: pytest.MonkeyPatch) -> None:
     values["gateway"] = {"externalModels": [
         {"name": "llama-405b", "source": "meta-llama/Llama-3.1-405B-Instruct",
          "engineUrls": ["http://vllm-405b-leader:8000"]},
+        {"name": "court-q8", "source": "HuggingFaceTB/SmolLM2-135M-Instruct",
+         "engineUrls": ["http://llama-server:8080"], "engineKind": "llama.cpp"},
     ]}  # fmt: skip
     manifests = render(values)
     settings = gateway_reads(manifests, monkeypatch)
-    llama, merged, big = settings.served_models
+    llama, merged, big, gguf = settings.served_models
     assert (llama.name, merged.name, big.name) == ("llama-3.1-8b", "merged", "llama-405b")
     assert llama.engine_discovery != merged.engine_discovery
     assert big.engine_urls == ["http://vllm-405b-leader:8000"] and not big.engine_discovery
+    # what answers at an external URL: vLLM unless the values say llama.cpp's llama-server
+    assert [m.engine_kind for m in settings.served_models] == ["vllm"] * 3 + ["llama.cpp"]
+    assert gguf.engine_urls == ["http://llama-server:8080"]
     assert settings.max_lora_rank_for(llama) == 64 and settings.max_lora_rank_for(merged) == 16
     # A model given as a path in the pool's cache: the gateway mounts that cache read-only.
     app = gateway(manifests)
@@ -705,6 +718,9 @@ def test_cpu_demo_runs_one_gateway_without_hpa_or_pdb() -> None:
 @pytest.mark.parametrize("name", [*CI_VALUES, "defaults"])
 def test_engines_accept_traffic_only_from_the_gateway(name: str) -> None:
     manifests = rendered(name)
+    if not engines(manifests):  # every model external: no engine of this release to protect
+        assert not of_kind(manifests, "NetworkPolicy")
+        return
     (policy,) = of_kind(manifests, "NetworkPolicy")
     spec = policy["spec"]
     assert spec["policyTypes"] == ["Ingress"]

@@ -17,10 +17,13 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+import yaml
 
 from lorafleet.adapters.base_models import fetch_model
 from lorafleet.adapters.training.llama_server import LlamaServerOptions, llama_server
 from tests.adapter_factory import make_lora_dir
+from tests.deploy.cluster_sim import REPO, ClusterSim, image_env
+from tests.deploy.test_helm_chart import CHART, NAMESPACE, RELEASE, render
 from tests.integration.conftest import Server, free_port, start_server, wait_ready
 
 pytestmark = pytest.mark.integration
@@ -138,3 +141,48 @@ def test_the_q8_0_export_loads_and_answers(
         )
         assert reply.choices[0].message.content
         assert reply.choices[0].finish_reason in ("stop", "length")
+
+
+def test_the_charts_gateway_serves_a_llama_server_outside_the_release(
+    tmp_path: Path, exports: dict[str, Path], base_dir: Path
+) -> None:
+    """helm/lorafleet/ci/cpu-external-gguf-values.yaml rendered by Helm, its gateway Deployment
+    run by the cluster simulation (tests/deploy/cluster_sim.py), in front of a llama-server on
+    the f16 export: the values' `engineKind: llama.cpp` reaches the gateway as that model's
+    engine kind (it answers as llama.cpp does, and refuses adapters as a llama.cpp base)."""
+    from lorafleet.adapters.base_models import model_info
+
+    values = yaml.safe_load((CHART / "ci" / "cpu-external-gguf-values.yaml").read_text())
+    (model,) = values["gateway"]["externalModels"]
+    name, port = model["name"], free_port()
+    options = LlamaServerOptions(context=2048, parallel=2)
+    with llama_server(exports["f16"], name, port, tmp_path / "llama-server.log", options):
+        # on a cluster: the HF id and the llama-server Service; here: this machine's
+        model.update(source=str(base_dir), engineUrls=[f"http://127.0.0.1:{port}"])
+        sim = ClusterSim(render(values), tmp_path / "cluster", namespace=NAMESPACE,
+                         images={"lorafleet/gateway": image_env(REPO / "Dockerfile")})  # fmt: skip
+        sim.start()
+        try:
+            sim.wait_ready(timeout_s=180)
+            key = sim._secret(f"{RELEASE}-lorafleet-auth", "admin-key")
+            url = sim.service_url(f"{RELEASE}-lorafleet-gateway")
+            client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=120)
+            with client:
+                reply = client.chat.completions.create(
+                    model=name, messages=FRANCE, temperature=0, max_tokens=20
+                )
+                assert reply.choices[0].message.content == "The capital of France is Paris."
+                card = {m.id: m.model_dump() for m in client.models.list().data}[name]
+                assert card["max_model_len"] == 2048  # llama-server's per-slot context
+                store = sim.claim_dir(f"{RELEASE}-lorafleet-adapters")  # the pods' /adapters
+                adapter = make_lora_dir(store / "lora", model_info(base_dir), rank=8, seed=1)
+                response = httpx.post(f"{url}/v1/adapters", timeout=60,
+                                      headers={"authorization": f"Bearer {key}"},
+                                      json={"name": "lora", "source": str(adapter)})  # fmt: skip
+                assert response.status_code == 201, response.text
+                with pytest.raises(openai.BadRequestError) as raised:
+                    client.chat.completions.create(model="lora", messages=FRANCE, max_tokens=8)
+                assert raised.value.code == "adapter_not_supported"
+                assert "llama.cpp" in str(raised.value)
+        finally:
+            sim.stop()

@@ -210,7 +210,7 @@ requests through an all-zero adapter; GPU kernels and the plugin need none.
       "base_guard" (include "lorafleet.baseGuard" $e)) -}}
 {{- end -}}
 {{- range .Values.gateway.externalModels -}}
-{{- $models = append $models (dict "name" .name "source" (default .name .source) "engine_urls" .engineUrls) -}}
+{{- $models = append $models (dict "name" .name "source" (default .name .source) "engine_urls" .engineUrls "engine_kind" (default "vllm" .engineKind)) -}}
 {{- end -}}
 {{- toJson $models -}}
 {{- end -}}
