@@ -57,20 +57,28 @@ class LlamaServerOptions:
     context: int = 2048  # tokens per slot
     parallel: int = 8  # slots: requests decoded together
     threads: int | None = None  # None: every core
+    metrics: bool = False  # Prometheus /metrics (the chart's pools turn it on)
+    gpu_layers: int | None = None  # layers offloaded to a GPU (CUDA builds); None: none
 
 
 def llama_server_command(
-    binary: Path, gguf: Path, alias: str, port: int, options: LlamaServerOptions
-) -> list[str]:
+    binary: Path, gguf: Path, alias: str, port: int, options: LlamaServerOptions,
+    host: str = "127.0.0.1",
+) -> list[str]:  # fmt: skip
     """`--jinja`: the chat template stored in the GGUF (the tokenizer's) renders chats, as
-    transformers and vLLM render them. `-c` is the context of all slots together."""
+    transformers and vLLM render them. `-c` is the context of all slots together. The Helm
+    chart's llama.cpp pools run the same command (tests/deploy/test_helm_chart.py checks it)."""
     command = [
-        str(binary), "--model", str(gguf), "--alias", alias, "--host", "127.0.0.1",
+        str(binary), "--model", str(gguf), "--alias", alias, "--host", host,
         "--port", str(port), "--ctx-size", str(options.context * options.parallel),
         "--parallel", str(options.parallel), "--jinja", "--no-webui",
     ]  # fmt: skip
     if options.threads:
         command += ["--threads", str(options.threads)]
+    if options.metrics:
+        command.append("--metrics")
+    if options.gpu_layers is not None:
+        command += ["--n-gpu-layers", str(options.gpu_layers)]
     return command
 
 

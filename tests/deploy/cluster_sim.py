@@ -5,7 +5,8 @@ plays kubelet, the Deployment controller, kube-proxy and cluster DNS for them:
 
 - each Deployment's pods run their container's rendered command, args and environment as a
   process of this install (image -> this virtualenv: `lorafleet` and `python3` map to it, and
-  the gateway image's `ENV` defaults are read from the Dockerfile);
+  the gateway image's `ENV` defaults are read from the Dockerfile; llama.cpp's
+  `/app/llama-server` maps to this machine's build, `make llama-server`);
 - each pod gets its own loopback address (127.X.Y.N), so every container port stays as
   rendered; an address of "0.0.0.0" in a pod's settings means that pod address;
 - volumes: each PersistentVolumeClaim is one directory shared by every pod that mounts it, each
@@ -48,6 +49,7 @@ from typing import Any
 
 import httpx
 
+from lorafleet.adapters.training.llama_server import find_llama_server
 from tests.tcp_proxy import TcpProxy
 
 Manifest = dict[str, Any]
@@ -284,6 +286,8 @@ class ClusterSim:
             "lorafleet": [sys.executable, "-m", "lorafleet.cli"],
             "python3": [sys.executable],
         }
+        if command[0] == "/app/llama-server":  # llama.cpp's server image -> this machine's build
+            program[command[0]] = [str(find_llama_server())]
         # This install's programs are not pod paths: only what the manifest says is rewritten.
         words = [
             *program.get(command[0], [self._rewrite(command[0], mounts, ip)]),

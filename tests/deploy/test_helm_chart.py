@@ -25,6 +25,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from lorafleet.adapters.training.llama_server import LlamaServerOptions, llama_server_command
 from lorafleet.server.engine.recipe import EngineRecipe
 from lorafleet.server.settings import Settings
 
@@ -127,6 +128,10 @@ def engines(manifests: list[Manifest]) -> list[Manifest]:
     ]
 
 
+def vllm_engines(manifests: list[Manifest]) -> list[Manifest]:
+    return [m for m in engines(manifests) if container(m)["name"] == "vllm"]
+
+
 def container(deployment: Manifest) -> dict[str, Any]:
     containers: list[dict[str, Any]] = deployment["spec"]["template"]["spec"]["containers"]
     assert len(containers) == 1
@@ -181,6 +186,20 @@ def pool_config(values: dict[str, Any], pool: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
+
+
+def llama_cpp_command(config: dict[str, Any]) -> list[str]:
+    """adapters/training/llama_server.py's llama-server command for a chart llama.cpp pool."""
+    llama = config["llamaCpp"]
+    options = LlamaServerOptions(
+        context=config["maxModelLen"], parallel=llama["parallel"], metrics=True,
+        gpu_layers=999 if config["gpus"] else None,
+    )  # fmt: skip
+    binary, gguf = Path("/app/llama-server"), Path(config["model"])
+    command = llama_server_command(
+        binary, gguf, config["servedModelName"], 8000, options, host="0.0.0.0"
+    )
+    return command + list(config["extraArgs"])
 
 
 def recipe_for(config: dict[str, Any], otlp_endpoint: str = "") -> EngineRecipe:
@@ -361,7 +380,12 @@ def test_engine_pools_run_lorafleets_engine_recipe(name: str) -> None:
     assert set(deployments) == {pool["name"] for pool in pools}
     otlp = values.get("monitoring", {}).get("otlpEndpoint", "")
     for pool in pools:
-        recipe = recipe_for(pool_config(values, pool), otlp)
+        config = pool_config(values, pool)
+        if config["kind"] == "llama.cpp":  # the command the tests start llama-server with
+            server = container(deployments[pool["name"]])
+            assert server["command"] + server["args"] == llama_cpp_command(config)
+            continue
+        recipe = recipe_for(config, otlp)
         vllm = container(deployments[pool["name"]])
         assert vllm["command"] + vllm["args"] == recipe.command("python3")
         env = {e["name"]: e.get("value") for e in vllm["env"]}
@@ -372,7 +396,7 @@ def test_engine_pools_run_lorafleets_engine_recipe(name: str) -> None:
 def test_engines_drain_within_their_grace_period(name: str) -> None:
     """A rollout or node drain lets vLLM finish its streams: --shutdown-timeout is set, and the
     pod's grace period covers the preStop pause, the drain and a margin."""
-    for deployment in engines(rendered(name)):
+    for deployment in vllm_engines(rendered(name)):
         vllm = container(deployment)
         drain = int(flag(vllm["args"], "shutdown-timeout") or 0)
         assert drain >= 30
@@ -455,11 +479,12 @@ def test_engines_mount_shm_model_cache_and_the_adapter_store(name: str) -> None:
     adapter_store = Path(gateway_settings(manifests)["LORAFLEET_ADAPTER_STORE"])
     assert adapter_store.is_relative_to(store)
     for deployment in engines(manifests):
-        assert mount_path(deployment, "dshm") == "/dev/shm"
-        assert volume(deployment, "dshm")["emptyDir"]["medium"] == "Memory"
         assert mount_path(deployment, "models") == "/models"
         claim = volume(deployment, "models")["persistentVolumeClaim"]["claimName"]
         assert claim in {p["metadata"]["name"] for p in of_kind(manifests, "PersistentVolumeClaim")}
+    for deployment in vllm_engines(manifests):  # llama-server: no adapters, no worker IPC
+        assert mount_path(deployment, "dshm") == "/dev/shm"
+        assert volume(deployment, "dshm")["emptyDir"]["medium"] == "Memory"
         # vLLM loads an adapter from the very path the gateway validated.
         assert mount_path(deployment, "adapters") == store
         adapters = volume(deployment, "adapters")["persistentVolumeClaim"]
@@ -551,11 +576,15 @@ def test_gateway_discovers_every_pool_through_its_headless_service(
         assert selects(service["spec"]["selector"], pod_labels(deployment))
         config = pool_config(values, pool)
         assert settings.max_lora_rank_for(model) == config["maxLoraRank"]
-        if config["model"].startswith("/models/"):  # the pool's cache, mounted in the gateway
-            relative = config["model"].removeprefix("/models/")
+        assert model.engine_kind == config["kind"]
+        # where config.json is: what vLLM serves, or what the GGUF file was exported from
+        source = config["llamaCpp"]["sourceModel"] if config["kind"] == "llama.cpp" else None
+        source = source or config["model"]
+        if source.startswith("/models/"):  # the pool's cache, mounted in the gateway
+            relative = source.removeprefix("/models/")
             assert model.weights == f"/pool-models/{pool['name']}/{relative}"
         else:
-            assert model.weights == config["model"]
+            assert model.weights == source
 
 
 def test_two_pools_are_two_base_models(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -938,6 +967,62 @@ def _with(**changes: Any) -> dict[str, Any]:
             ),
             "served twice",
         ),
+        (
+            _with(
+                engines=[
+                    {
+                        "name": "q",
+                        "kind": "llama.cpp",
+                        "model": "/models/q",
+                        "servedModelName": "q",
+                        "llamaCpp": {"sourceModel": "m"},
+                    }
+                ]
+            ),
+            "GGUF file",
+        ),
+        (
+            _with(
+                engines=[
+                    {
+                        "name": "q",
+                        "kind": "llama.cpp",
+                        "model": "/models/q.gguf",
+                        "servedModelName": "q",
+                    }
+                ]
+            ),
+            "sourceModel is required",
+        ),
+        (
+            _with(
+                engines=[
+                    {
+                        "name": "q",
+                        "kind": "llama.cpp",
+                        "model": "/models/q.gguf",
+                        "servedModelName": "q",
+                        "llamaCpp": {"sourceModel": "/data/m"},
+                    }
+                ]
+            ),
+            "under /models/",
+        ),
+        (
+            _with(
+                engines=[
+                    {
+                        "name": "q",
+                        "kind": "llama.cpp",
+                        "model": "/models/q.gguf",
+                        "servedModelName": "q",
+                        "llamaCpp": {"sourceModel": "m"},
+                        "keda": {"enabled": True},
+                    }
+                ]
+            ),
+            "set replicas instead",
+        ),
     ],
     ids=[
         "gpus-not-tp-times-pp",
@@ -953,6 +1038,10 @@ def _with(**changes: Any) -> dict[str, Any]:
         "cpu-ops-on-a-gpu-pool",
         "ingress-publishes-admin-routes",
         "external-model-served-twice",
+        "llama-cpp-pool-without-a-gguf-file",
+        "llama-cpp-pool-without-its-source-model",
+        "llama-cpp-source-model-outside-the-cache",
+        "llama-cpp-pool-on-keda",
     ],
 )
 def test_chart_refuses_values_that_cannot_work(values: dict[str, Any], message: str) -> None:
@@ -983,3 +1072,20 @@ def test_pool_entries_override_defaults_key_by_key_including_zero_and_false() ->
     assert scaled["spec"]["maxReplicaCount"] == 6  # defaults kept beside the entry's keys
     models = json.loads(gateway_settings(manifests)["LORAFLEET_MODELS"])
     assert [(m["name"], m["base_guard"]) for m in models] == [("m", "off"), ("n", "on")]
+
+
+def test_a_gpu_llama_cpp_pool_runs_the_cuda_image_with_every_layer_on_the_gpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pool = {"name": "q", "kind": "llama.cpp", "model": "/models/q4.gguf", "servedModelName": "q4",
+            "llamaCpp": {"sourceModel": "meta-llama/Llama-3.1-8B-Instruct"}}  # fmt: skip
+    manifests = render(_with(engines=[pool]))
+    (deployment,) = engines(manifests)
+    server = container(deployment)
+    assert server["image"] == "ghcr.io/ggml-org/llama.cpp:server-cuda"
+    assert server["args"][server["args"].index("--n-gpu-layers") + 1] == "999"
+    assert server["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert "env" not in server  # none of vLLM's variables
+    (model,) = gateway_reads(manifests, monkeypatch).served_models
+    assert model.engine_kind == "llama.cpp" and model.base_guard == "off"
+    assert model.weights == "meta-llama/Llama-3.1-8B-Instruct"  # its config.json, not the GGUF

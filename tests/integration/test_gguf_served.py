@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -143,46 +144,82 @@ def test_the_q8_0_export_loads_and_answers(
         assert reply.choices[0].finish_reason in ("stop", "length")
 
 
+def ask_through_the_chart(sim: ClusterSim, name: str, base_dir: Path) -> None:
+    """The chart's gateway Service, through the SDK: the f16 export's greedy answer, the context
+    llama-server reports, and a clear 400 for an adapter on a llama.cpp base. The last two
+    hold only where the chart gave the gateway `engine_kind: llama.cpp` for that model."""
+    from lorafleet.adapters.base_models import model_info
+
+    key = sim._secret(f"{RELEASE}-lorafleet-auth", "admin-key")
+    url = sim.service_url(f"{RELEASE}-lorafleet-gateway")
+    with openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=120) as client:
+        reply = client.chat.completions.create(
+            model=name, messages=FRANCE, temperature=0, max_tokens=20
+        )
+        assert reply.choices[0].message.content == "The capital of France is Paris."
+        card = {m.id: m.model_dump() for m in client.models.list().data}[name]
+        assert card["max_model_len"] == 2048  # llama-server's per-slot context, from /props
+        store = sim.claim_dir(f"{RELEASE}-lorafleet-adapters")  # the pods' /adapters
+        adapter = make_lora_dir(store / "lora", model_info(base_dir), rank=8, seed=1)
+        response = httpx.post(f"{url}/v1/adapters", timeout=60,
+                              headers={"authorization": f"Bearer {key}"},
+                              json={"name": "lora", "source": str(adapter)})  # fmt: skip
+        assert response.status_code == 201, response.text
+        with pytest.raises(openai.BadRequestError) as raised:
+            client.chat.completions.create(model="lora", messages=FRANCE, max_tokens=8)
+        assert raised.value.code == "adapter_not_supported"
+        assert "llama.cpp" in str(raised.value)
+
+
+def chart_values(name: str) -> dict[str, Any]:
+    values: dict[str, Any] = yaml.safe_load((CHART / "ci" / name).read_text())
+    return values
+
+
+def cluster(values: dict[str, Any], workdir: Path) -> ClusterSim:
+    gateway_image = {"lorafleet/gateway": image_env(REPO / "Dockerfile")}
+    return ClusterSim(render(values), workdir, images=gateway_image, namespace=NAMESPACE)
+
+
+def test_the_charts_llama_cpp_pool_serves_a_gguf_export(
+    tmp_path: Path, exports: dict[str, Path], base_dir: Path
+) -> None:
+    """helm/lorafleet/ci/cpu-gguf-values.yaml rendered by Helm and run by the cluster simulation
+    (tests/deploy/cluster_sim.py): the llama.cpp pool's llama-server (this machine's build for
+    the image's) on the f16 export in its model cache, the gateway in front of it."""
+    values = chart_values("cpu-gguf-values.yaml")
+    (pool,) = values["engines"]
+    pool.update(model="/models/smollm2-f16.gguf", llamaCpp={**pool["llamaCpp"],
+                "sourceModel": "/models/smollm2"})  # fmt: skip
+    sim = cluster(values, tmp_path / "cluster")
+    cache = sim.claim_dir(f"{RELEASE}-lorafleet-engine-{pool['name']}-models")
+    (cache / "smollm2-f16.gguf").symlink_to(exports["f16"])
+    (cache / "smollm2").symlink_to(base_dir)
+    sim.start()
+    try:
+        sim.wait_ready(timeout_s=180)
+        ask_through_the_chart(sim, pool["servedModelName"], base_dir)
+    finally:
+        sim.stop()
+
+
 def test_the_charts_gateway_serves_a_llama_server_outside_the_release(
     tmp_path: Path, exports: dict[str, Path], base_dir: Path
 ) -> None:
-    """helm/lorafleet/ci/cpu-external-gguf-values.yaml rendered by Helm, its gateway Deployment
-    run by the cluster simulation (tests/deploy/cluster_sim.py), in front of a llama-server on
-    the f16 export: the values' `engineKind: llama.cpp` reaches the gateway as that model's
-    engine kind (it answers as llama.cpp does, and refuses adapters as a llama.cpp base)."""
-    from lorafleet.adapters.base_models import model_info
-
-    values = yaml.safe_load((CHART / "ci" / "cpu-external-gguf-values.yaml").read_text())
+    """helm/lorafleet/ci/cpu-external-gguf-values.yaml: no pool, the gateway in front of a
+    llama-server the test starts on the f16 export (gateway.externalModels, engineKind
+    llama.cpp)."""
+    values = chart_values("cpu-external-gguf-values.yaml")
     (model,) = values["gateway"]["externalModels"]
     name, port = model["name"], free_port()
     options = LlamaServerOptions(context=2048, parallel=2)
     with llama_server(exports["f16"], name, port, tmp_path / "llama-server.log", options):
         # on a cluster: the HF id and the llama-server Service; here: this machine's
         model.update(source=str(base_dir), engineUrls=[f"http://127.0.0.1:{port}"])
-        sim = ClusterSim(render(values), tmp_path / "cluster", namespace=NAMESPACE,
-                         images={"lorafleet/gateway": image_env(REPO / "Dockerfile")})  # fmt: skip
+        sim = cluster(values, tmp_path / "cluster")
         sim.start()
         try:
             sim.wait_ready(timeout_s=180)
-            key = sim._secret(f"{RELEASE}-lorafleet-auth", "admin-key")
-            url = sim.service_url(f"{RELEASE}-lorafleet-gateway")
-            client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=120)
-            with client:
-                reply = client.chat.completions.create(
-                    model=name, messages=FRANCE, temperature=0, max_tokens=20
-                )
-                assert reply.choices[0].message.content == "The capital of France is Paris."
-                card = {m.id: m.model_dump() for m in client.models.list().data}[name]
-                assert card["max_model_len"] == 2048  # llama-server's per-slot context
-                store = sim.claim_dir(f"{RELEASE}-lorafleet-adapters")  # the pods' /adapters
-                adapter = make_lora_dir(store / "lora", model_info(base_dir), rank=8, seed=1)
-                response = httpx.post(f"{url}/v1/adapters", timeout=60,
-                                      headers={"authorization": f"Bearer {key}"},
-                                      json={"name": "lora", "source": str(adapter)})  # fmt: skip
-                assert response.status_code == 201, response.text
-                with pytest.raises(openai.BadRequestError) as raised:
-                    client.chat.completions.create(model="lora", messages=FRANCE, max_tokens=8)
-                assert raised.value.code == "adapter_not_supported"
-                assert "llama.cpp" in str(raised.value)
+            ask_through_the_chart(sim, name, base_dir)
         finally:
             sim.stop()

@@ -141,8 +141,23 @@ Refuse values that would render but not work. Included once from the gateway Dep
 {{- if and (hasPrefix "/models/" $e.model) (not $e.modelCache.enabled) -}}
 {{- fail (printf "engines[%s]: model %q is a path in the model cache, but modelCache.enabled is false (the pod would see an empty /models)" $e.name $e.model) -}}
 {{- end -}}
-{{- if and (hasPrefix "/models/" $e.model) (not $e.modelCache.existingClaim) (not (or (has "ReadWriteMany" $e.modelCache.accessModes) (has "ReadOnlyMany" $e.modelCache.accessModes))) -}}
-{{- fail (printf "engines[%s]: model %q is a path in the model cache: the gateway mounts that cache too (to read config.json), so it needs ReadWriteMany or ReadOnlyMany (or an existingClaim that allows it)" $e.name $e.model) -}}
+{{- $config := include "lorafleet.engine.configModel" $e -}}
+{{- if and (hasPrefix "/models/" $config) (not $e.modelCache.existingClaim) (not (or (has "ReadWriteMany" $e.modelCache.accessModes) (has "ReadOnlyMany" $e.modelCache.accessModes))) -}}
+{{- fail (printf "engines[%s]: model %q is a path in the model cache: the gateway mounts that cache too (to read config.json), so it needs ReadWriteMany or ReadOnlyMany (or an existingClaim that allows it)" $e.name $config) -}}
+{{- end -}}
+{{- if eq $e.kind "llama.cpp" -}}
+{{- if not (and (hasPrefix "/models/" $e.model) (hasSuffix ".gguf" $e.model)) -}}
+{{- fail (printf "engines[%s]: a llama.cpp pool serves a GGUF file from its model cache: model must be a /models/...gguf path, not %q" $e.name $e.model) -}}
+{{- end -}}
+{{- if not $e.llamaCpp.sourceModel -}}
+{{- fail (printf "engines[%s]: llamaCpp.sourceModel is required: the model the GGUF file was exported from (the gateway reads its config.json)" $e.name) -}}
+{{- end -}}
+{{- if and (hasPrefix "/" $e.llamaCpp.sourceModel) (not (hasPrefix "/models/" $e.llamaCpp.sourceModel)) -}}
+{{- fail (printf "engines[%s]: llamaCpp.sourceModel %q: a local path must lie in the model cache volume, under /models/" $e.name $e.llamaCpp.sourceModel) -}}
+{{- end -}}
+{{- if $e.keda.enabled -}}
+{{- fail (printf "engines[%s]: keda scales on vLLM's queue metric; a llama.cpp pool has none: set replicas instead" $e.name) -}}
+{{- end -}}
 {{- end -}}
 {{- if and (gt (int $e.gpus) 0) $e.cpuLoraOps -}}
 {{- fail (printf "engines[%s]: cpuLoraOps is for CPU pools (gpus: 0)" $e.name) -}}
@@ -179,11 +194,20 @@ a path in the pool's model cache (/models/...) under the cache's read-only mount
 Call with (dict "root" $ "engine" $e) where $e is the merged pool config.
 */}}
 {{- define "lorafleet.gatewayModelSource" -}}
-{{- if hasPrefix "/models/" .engine.model -}}
-{{- printf "/pool-models/%s/%s" .engine.name (trimPrefix "/models/" .engine.model) -}}
+{{- $config := include "lorafleet.engine.configModel" .engine -}}
+{{- if hasPrefix "/models/" $config -}}
+{{- printf "/pool-models/%s/%s" .engine.name (trimPrefix "/models/" $config) -}}
 {{- else -}}
-{{- .engine.model -}}
+{{- $config -}}
 {{- end -}}
+{{- end -}}
+
+{{/*
+The model whose config.json the gateway reads for a pool (merged pool config): what vLLM
+serves, or for a llama.cpp pool the model its GGUF file was exported from.
+*/}}
+{{- define "lorafleet.engine.configModel" -}}
+{{- if eq .kind "llama.cpp" }}{{ .llamaCpp.sourceModel }}{{ else }}{{ .model }}{{ end -}}
 {{- end -}}
 
 {{/*
@@ -192,7 +216,7 @@ adapter (docs/design/base-guard.md), so CPU pools without lorafleet's engine plu
 requests through an all-zero adapter; GPU kernels and the plugin need none.
 */}}
 {{- define "lorafleet.baseGuard" -}}
-{{- if and (eq (int .gpus) 0) (not .cpuLoraOps) }}on{{ else }}off{{ end -}}
+{{- if and (eq .kind "vllm") (eq (int .gpus) 0) (not .cpuLoraOps) }}on{{ else }}off{{ end -}}
 {{- end -}}
 
 {{/* LORAFLEET_MODELS: one entry per base model, as JSON (server/settings.py ModelSpec). */}}
@@ -206,6 +230,7 @@ requests through an all-zero adapter; GPU kernels and the plugin need none.
       "name" $e.servedModelName
       "source" (include "lorafleet.gatewayModelSource" (dict "root" $ "engine" $e))
       "engine_discovery" (list (printf "%s.%s.svc.%s:8000" $headless $.Release.Namespace $.Values.clusterDomain))
+      "engine_kind" $e.kind
       "max_lora_rank" (int $e.maxLoraRank)
       "base_guard" (include "lorafleet.baseGuard" $e)) -}}
 {{- end -}}
