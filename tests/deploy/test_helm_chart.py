@@ -875,6 +875,13 @@ def _with(**changes: Any) -> dict[str, Any]:
     return values
 
 
+def _llama_cpp_pool(**changes: Any) -> dict[str, Any]:
+    """Values with one valid llama.cpp pool, `changes` laid over it."""
+    pool = {"name": "q", "kind": "llama.cpp", "model": "/models/q.gguf", "servedModelName": "q",
+            "llamaCpp": {"sourceModel": "m"}, **changes}  # fmt: skip
+    return _with(engines=[pool])
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [
@@ -967,62 +974,10 @@ def _with(**changes: Any) -> dict[str, Any]:
             ),
             "served twice",
         ),
-        (
-            _with(
-                engines=[
-                    {
-                        "name": "q",
-                        "kind": "llama.cpp",
-                        "model": "/models/q",
-                        "servedModelName": "q",
-                        "llamaCpp": {"sourceModel": "m"},
-                    }
-                ]
-            ),
-            "GGUF file",
-        ),
-        (
-            _with(
-                engines=[
-                    {
-                        "name": "q",
-                        "kind": "llama.cpp",
-                        "model": "/models/q.gguf",
-                        "servedModelName": "q",
-                    }
-                ]
-            ),
-            "sourceModel is required",
-        ),
-        (
-            _with(
-                engines=[
-                    {
-                        "name": "q",
-                        "kind": "llama.cpp",
-                        "model": "/models/q.gguf",
-                        "servedModelName": "q",
-                        "llamaCpp": {"sourceModel": "/data/m"},
-                    }
-                ]
-            ),
-            "under /models/",
-        ),
-        (
-            _with(
-                engines=[
-                    {
-                        "name": "q",
-                        "kind": "llama.cpp",
-                        "model": "/models/q.gguf",
-                        "servedModelName": "q",
-                        "llamaCpp": {"sourceModel": "m"},
-                        "keda": {"enabled": True},
-                    }
-                ]
-            ),
-            "set replicas instead",
-        ),
+        (_llama_cpp_pool(model="/models/q"), "GGUF file"),
+        (_llama_cpp_pool(llamaCpp={}), "sourceModel is required"),
+        (_llama_cpp_pool(llamaCpp={"sourceModel": "/data/m"}), "under /models/"),
+        (_llama_cpp_pool(keda={"enabled": True}), "set replicas instead"),
     ],
     ids=[
         "gpus-not-tp-times-pp",
@@ -1077,9 +1032,9 @@ def test_pool_entries_override_defaults_key_by_key_including_zero_and_false() ->
 def test_a_gpu_llama_cpp_pool_runs_the_cuda_image_with_every_layer_on_the_gpu(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    pool = {"name": "q", "kind": "llama.cpp", "model": "/models/q4.gguf", "servedModelName": "q4",
-            "llamaCpp": {"sourceModel": "meta-llama/Llama-3.1-8B-Instruct"}}  # fmt: skip
-    manifests = render(_with(engines=[pool]))
+    manifests = render(
+        _llama_cpp_pool(llamaCpp={"sourceModel": "meta-llama/Llama-3.1-8B-Instruct"})
+    )
     (deployment,) = engines(manifests)
     server = container(deployment)
     assert server["image"] == "ghcr.io/ggml-org/llama.cpp:server-cuda"
